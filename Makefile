@@ -1,0 +1,55 @@
+# Entry points. Every target creates the virtualenv first when it is missing or out of date.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/services/common:$(CURDIR)/services/trainer:$(CURDIR)/services/registry-proxy:$(CURDIR)/services/predictor
+
+.PHONY: venv test test-fast test-faults lint dev dev-down bench simulate compose-check clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	@touch $(STAMP)
+
+## make test: the whole suite against real MLflow, Postgres, Redis, Celery and Prometheus.
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-fast: everything except the slow end-to-end and fault tests.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## make test-faults: the fault, load and hostile-input tests alone (they also run in make test).
+test-faults: venv
+	$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check services tests bench scripts
+
+## make dev: the whole stack as local processes (no Docker). make dev-down stops it.
+dev: venv
+	@bash scripts/dev.sh up
+
+dev-down:
+	@bash scripts/dev.sh down
+
+## make bench: predictor vs mlflow models serve vs a no-op ASGI app (wrk; writes bench/results/latest.*)
+bench: venv
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## make compose-check: validates the compose files; with a Docker engine (started if need be) builds, runs and
+## checks the stack end to end (retrain → promoted → predict, restart, state survives), then tears it down.
+compose-check:
+	@bash scripts/compose-check.sh
+
+## make simulate: replay January to June of taxi fares through the real API (needs make dev running).
+simulate: venv
+	$(BIN)/python scripts/simulate.py $(SIMULATE_ARGS)
+
+clean:
+	rm -rf $(VENV) .dev .pytest_cache

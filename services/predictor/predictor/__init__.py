@@ -1,0 +1,1 @@
+"""The predictor: serves the production version of one registered model and follows the registry."""

@@ -1,0 +1,211 @@
+"""Following the registry: alias events on Redis plus polling; background load, warm-up and atomic swap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from mlops_common import mlflow_utils
+from mlops_common.events import ModelEvent
+from predictor import metrics
+from predictor.loader import ModelLoader
+from predictor.loading import LoadedModel
+from predictor.settings import PredictorSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FollowerStatus:
+    alias_version: str | None = None
+    last_check_at: float | None = None
+    last_error: str | None = None
+    events_connected: bool = False
+    events_received: int = 0
+    reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    failed_versions: dict[str, str] = field(default_factory=dict)
+    last_swap: dict[str, Any] | None = None
+    standby_version: str | None = None
+
+
+class ModelFollower:
+    """Keeps ``current`` equal to the version that holds the ``production`` alias.
+
+    One reconcile loop does all loading (so two loads never race); alias events and the poll timer only wake
+    it. A new version is loaded and warmed up in a worker thread while the old one keeps serving, then the
+    reference is swapped in one assignment. A version that fails is not swapped in and is retried later.
+    """
+
+    def __init__(self, settings: PredictorSettings, on_swap: Callable[[LoadedModel | None, LoadedModel], None],
+                 loader: ModelLoader | None = None) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        self.on_swap = on_swap
+        self.loader = loader or ModelLoader(settings)
+        self.current: LoadedModel | None = None
+        self.previous: LoadedModel | None = None
+        self.status = FollowerStatus()
+        self.wake = asyncio.Event()
+        self.retry_at: dict[str, tuple[int, float]] = {}
+        self.client = mlflow_utils.client(settings.mlflow_tracking_uri)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.woken_at: float | None = None
+        # A challenger announced by an event is loaded ahead of its promotion and kept here.
+        self.standby: LoadedModel | None = None
+        self.prefetch_version: str | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.loader.start()
+        self.tasks = [loop.create_task(self._reconcile_loop(), name="reconcile"),
+                      loop.create_task(self._events_loop(), name="alias-events")]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.loader.stop()
+
+    def poke(self) -> None:
+        if self.woken_at is None:
+            self.woken_at = time.monotonic()
+        self.wake.set()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+                if self.prefetch_version is not None:
+                    await self._prefetch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep following whatever happens
+                log.exception("reconcile failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval_seconds)
+            self.wake.clear()
+
+    async def reconcile(self) -> None:
+        reason = "event" if self.woken_at is not None else "poll"
+        triggered = self.woken_at or time.monotonic()
+        self.woken_at = None
+        try:
+            found = await asyncio.to_thread(mlflow_utils.version_by_alias, self.client, self.name,
+                                            mlflow_utils.PRODUCTION)
+        except Exception as exc:
+            self.status.last_error = f"could not read the production alias: {type(exc).__name__}: {exc}"[:500]
+            log.warning("%s", self.status.last_error)
+            return
+        self.status.last_check_at = time.time()
+        target = str(found.version) if found is not None else None
+        self.status.alias_version = target
+        if target is None or (self.current is not None and self.current.version == target):
+            return
+        attempts, retry_at = self.retry_at.get(target, (0, 0.0))
+        if attempts and time.monotonic() < retry_at:
+            return
+        await self._load(target, reason, triggered)
+
+    async def _prefetch(self) -> None:
+        """Load the announced challenger ahead of its promotion (kept as ``standby``)."""
+        version, self.prefetch_version = self.prefetch_version, None
+        if (version is None or not self.settings.prefetch_challenger
+                or (self.current is not None and self.current.version == version)
+                or (self.standby is not None and self.standby.version == version)):
+            return
+        log.info("%s: prefetching challenger version %s", self.name, version)
+        try:
+            self.standby = await self.loader.load(self.name, version)
+        except Exception as exc:
+            log.warning("%s: could not prefetch challenger version %s: %s", self.name, version, exc)
+            return
+        metrics.LOAD_SECONDS.observe(self.standby.load_seconds)
+        self.status.standby_version = version
+
+    async def _load(self, version: str, reason: str, triggered: float) -> None:
+        if self.previous is not None and self.previous.version == version:
+            new = self.previous
+            log.info("%s: swapping back to version %s kept in memory", self.name, version)
+        elif self.standby is not None and self.standby.version == version:
+            new, self.standby = self.standby, None
+            self.status.standby_version = None
+            reason += ", prefetched"
+            log.info("%s: swapping in version %s prefetched as challenger", self.name, version)
+        else:
+            log.info("%s: loading version %s (%s)", self.name, version, reason)
+            try:
+                new = await self.loader.load(self.name, version)
+            except Exception as exc:
+                attempts = self.retry_at.get(version, (0, 0.0))[0] + 1
+                delay = min(self.settings.load_retry_seconds * 2 ** (attempts - 1), 600.0)
+                self.retry_at[version] = (attempts, time.monotonic() + delay)
+                self.status.reloads["failure"] += 1
+                self.status.failed_versions[version] = str(exc)[:500]
+                metrics.RELOADS.labels(self.name, "failure").inc()
+                log.error("%s: version %s not swapped in, still serving %s: %s", self.name, version,
+                          self.current.version if self.current else "nothing", exc)
+                return
+            metrics.LOAD_SECONDS.observe(new.load_seconds)
+        old = self.current
+        self.current = new  # the swap: requests pick up one reference or the other, never half of each
+        self.previous = old if self.settings.keep_previous_model else None
+        self.retry_at.pop(version, None)
+        self.status.failed_versions.pop(version, None)
+        self.status.reloads["success"] += 1
+        metrics.RELOADS.labels(self.name, "success").inc()
+        self.status.last_swap = {"from_version": old.version if old else None, "to_version": version,
+                                 "reason": reason, "seconds": round(time.monotonic() - triggered, 3)}
+        self.on_swap(old, new)
+        log.info("%s: now serving version %s (was %s)", self.name, version, old.version if old else None)
+
+    async def _events_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            conn = aioredis.from_url(self.settings.redis_url, health_check_interval=10, socket_keepalive=True,
+                                     socket_connect_timeout=5)
+            pubsub = conn.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.settings.model_events_channel)
+                self.status.events_connected = True
+                backoff = 1.0
+                self.poke()  # events may have been missed while disconnected
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    try:
+                        event = ModelEvent.from_json(message["data"])
+                    except Exception:
+                        log.warning("ignoring a malformed model event: %r", message.get("data"))
+                        continue
+                    if event.model != self.name:
+                        continue
+                    if event.alias == mlflow_utils.PRODUCTION:
+                        self.status.events_received += 1
+                        self.poke()
+                    elif event.alias == mlflow_utils.CHALLENGER and event.version:
+                        self.status.events_received += 1
+                        self.prefetch_version = str(event.version)
+                        self.wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.status.events_connected:
+                    log.warning("alias events unavailable (%s); polling every %ss", exc,
+                                self.settings.poll_interval_seconds)
+                self.status.events_connected = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await conn.aclose()

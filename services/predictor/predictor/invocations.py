@@ -1,0 +1,128 @@
+"""MLflow's scoring protocol on /invocations, answered by the served version's pyfunc model.
+
+Parsing and schema enforcement are MLflow's own (``infer_and_parse_data``, ``parse_csv_input`` and
+``PyFuncModel.predict``), so a client of ``mlflow models serve`` gets the same answers here. For text models
+whose input is exactly the one string column, the texts go through the micro-batcher like /predict (the
+pyfunc wrapper would call the same ``pipeline.predict`` on the same strings); anything else, and any input
+that does not fit that shape, is scored by the pyfunc model itself, one request per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import orjson
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.scoring_server import SUPPORTED_FORMATS, infer_and_parse_data, parse_csv_input
+from mlflow.utils.proto_json_utils import _get_jsonable_obj
+
+from predictor.batching import ModelError
+from predictor.inputs import TextInputs
+from predictor.loading import LoadedModel
+
+JSON = "application/json"
+CSV = "text/csv"
+
+
+class ProtocolError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def parse(body: bytes, content_type: str, model: LoadedModel) -> tuple[Any, dict[str, Any] | None]:
+    """The input frame and params of an /invocations request."""
+    mime, _, parameters = content_type.partition(";")
+    mime = mime.strip().lower() or JSON
+    charset = "utf-8"
+    for pair in parameters.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().lower()
+    if charset not in ("utf-8", "utf8"):
+        raise ProtocolError(415, "the scoring protocol supports UTF-8 only")
+    try:
+        if mime == CSV:
+            return parse_csv_input(io.StringIO(body.decode("utf-8")), schema=model.input_schema), None
+        if mime != JSON:
+            raise ProtocolError(415, f"content type {mime!r} is not supported: send {JSON} or {CSV}")
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(400, f"malformed JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise ProtocolError(400, "the body must be a JSON object with one of the keys "
+                                     f"{sorted(SUPPORTED_FORMATS)}")
+        data = {k: v for k, v in payload.items() if k in SUPPORTED_FORMATS}
+        if len(data) != 1:
+            raise ProtocolError(400, f"send exactly one of {sorted(SUPPORTED_FORMATS)}; got keys {sorted(payload)}")
+        return infer_and_parse_data(data, model.input_schema), payload.get("params")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(400, f"the body is not valid UTF-8: {exc}") from exc
+    except MlflowException as exc:
+        raise ProtocolError(400, exc.message) from exc
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        raise ProtocolError(400, f"could not parse the input: {type(exc).__name__}: {exc}") from exc
+
+
+def score(model: LoadedModel, frame: Any, params: dict[str, Any] | None) -> bytes:
+    try:
+        raw = model.pyfunc.predict(frame, params=params) if params else model.pyfunc.predict(frame)
+    except MlflowException as exc:
+        raise ProtocolError(400, exc.message[:2000]) from exc
+    except Exception as exc:
+        raise ProtocolError(400, f"the model could not score this input: {type(exc).__name__}: {exc}"[:2000]) from exc
+    return orjson.dumps({"predictions": _get_jsonable_obj(raw, pandas_orient="records")},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def rows_of(frame: Any) -> int:
+    try:
+        return len(frame)
+    except TypeError:
+        return 1
+
+
+def _batched_texts(model: LoadedModel, frame: Any, params: dict[str, Any] | None) -> list[str] | None:
+    """The texts of a text model's input frame when it has exactly the expected shape, else None."""
+    if params or not isinstance(model.inputs, TextInputs) or not hasattr(frame, "columns"):
+        return None
+    if list(frame.columns) != [model.inputs.column]:
+        return None
+    texts = frame[model.inputs.column].tolist()
+    return texts if all(type(t) is str for t in texts) else None
+
+
+def error_body(status: int, message: str) -> tuple[int, bytes]:
+    return status, orjson.dumps({"error_code": "BAD_REQUEST", "message": message, "detail": message})
+
+
+async def handle(svc: Any, cfg: Any, body: bytes, content_type: str) -> tuple[int, bytes]:
+    """One /invocations request: (status, JSON body)."""
+    model = svc.model
+    if model is None:
+        return 503, orjson.dumps({"detail": f"no production version of model {svc.name!r} is being served yet: "
+                                            "nothing holds the 'production' alias, or it is still loading"})
+    try:
+        frame, params = parse(body, content_type or JSON, model)
+        rows = rows_of(frame)
+        if rows > cfg.max_instances:
+            raise ProtocolError(422, f"at most {cfg.max_instances} rows per request, got {rows}")
+        if rows == 0:
+            raise ProtocolError(422, "the input holds no rows")
+        texts = _batched_texts(model, frame, params)
+        if texts is not None and svc.batcher is not None:
+            try:
+                _, values, _ = await svc.batcher.submit(texts, False, model)
+            except ModelError as exc:
+                raise ProtocolError(400, str(exc)) from None
+            return 200, orjson.dumps({"predictions": values})
+        if rows <= cfg.inline_predict_max_rows:
+            return 200, score(model, frame, params)
+        return 200, await asyncio.to_thread(score, model, frame, params)
+    except ProtocolError as exc:
+        return error_body(exc.status, exc.message)

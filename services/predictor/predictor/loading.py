@@ -1,0 +1,248 @@
+"""Loading one registered model version: the sklearn pipeline, its signature, drift reference and spec."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import shutil
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from mlops_common import mlflow_utils
+from mlops_common.drift import DriftMonitor
+from predictor.inputs import Inputs, TextInputs, check_list, inputs_for_schema
+
+log = logging.getLogger(__name__)
+
+TEXT_TASK = "text-classification"
+
+
+class ModelLoadError(RuntimeError):
+    """The version could not be downloaded, loaded or warmed up."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    run_id: str | None
+    pipeline: Any
+    pyfunc: Any
+    inputs: Inputs
+    task: str
+    classes: list[Any] | None
+    reference: dict[str, Any] | None
+    spec: dict[str, Any] | None
+    input_schema: Any
+    load_seconds: float = 0.0
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    monitor: DriftMonitor | None = None
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.classes is not None
+
+    def predict(self, rows: list[Any], probabilities: bool = False) -> tuple[list[Any], list[dict[str, float]] | None]:
+        frame = self.inputs.frame(rows)
+        predictions = self.pipeline.predict(frame)
+        values = predictions.tolist() if hasattr(predictions, "tolist") else list(predictions)
+        probs = None
+        if probabilities and self.classes is not None:
+            matrix = np.asarray(self.pipeline.predict_proba(frame), dtype=float)
+            names = [str(c) for c in self.classes]
+            probs = [dict(zip(names, row, strict=True)) for row in matrix.round(6).tolist()]
+        return values, probs
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_name": self.name,
+            "model_version": self.version,
+            "run_id": self.run_id,
+            "task": self.task,
+            "classes": [str(c) for c in self.classes] if self.classes is not None else None,
+            "inputs": [{"name": c.name, "type": c.type, "required": c.required} for c in self.inputs.columns],
+            "input_kind": self.inputs.kind,
+            "loaded_at": self.loaded_at.isoformat(),
+            "load_seconds": round(self.load_seconds, 3),
+            "drift_reference": self.reference is not None,
+        }
+
+
+def _json_artifact(client: Any, run_id: str | None, path: str, dst: Path) -> dict[str, Any] | None:
+    if not run_id:
+        return None
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        local = client.download_artifacts(run_id, path, str(dst))
+        return json.loads(Path(local).read_text(encoding="utf-8"))
+    except Exception as exc:  # absent artifact or unreadable JSON: serve without it
+        log.info("run %s has no usable %s (%s)", run_id, path, type(exc).__name__)
+        return None
+
+
+def _example_instances(example: Any, inputs: Inputs) -> list[Any] | None:
+    if example is None:
+        return None
+    if isinstance(example, pd.DataFrame):
+        if isinstance(inputs, TextInputs):
+            column = inputs.column if inputs.column in example.columns else example.columns[0]
+            return [str(v) for v in example[column].tolist()][:8]
+        return json.loads(example.head(8).to_json(orient="records", date_format="iso"))
+    if isinstance(example, dict):
+        return [example]
+    if isinstance(example, list | tuple | np.ndarray):
+        return list(example)[:8]
+    return None
+
+
+def _synthetic_instances(inputs: Inputs) -> list[Any]:
+    if isinstance(inputs, TextInputs):
+        return ["warm up the model"]
+    defaults = {"string": "", "boolean": False, "datetime": "2024-01-01T00:00:00"}
+    return [{c.name: defaults.get(c.type, 0.0) for c in inputs.columns}]
+
+
+def _task(reference: dict[str, Any] | None, spec: dict[str, Any] | None, inputs: Inputs, classes: Any) -> str:
+    for source in (reference, spec):
+        if source and source.get("task"):
+            return str(source["task"])
+    if isinstance(inputs, TextInputs) or classes is not None:
+        return TEXT_TASK if isinstance(inputs, TextInputs) else "tabular-classification"
+    return "tabular-regression"
+
+
+def warm_up(model: LoadedModel, instances: list[Any]) -> None:
+    """Score a few instances through both paths (/predict and /invocations); raises on any failure."""
+    rows = model.inputs.validate(check_list(instances, 10_000))
+    values, _ = model.predict(rows, probabilities=model.is_classifier)
+    if len(values) != len(rows):
+        raise ModelLoadError(f"warm-up returned {len(values)} predictions for {len(rows)} instances")
+    model.pyfunc.predict(pd.DataFrame({model.inputs.column: rows}) if isinstance(model.inputs, TextInputs)
+                         else model.inputs.frame(rows))
+
+
+@dataclass
+class FetchedVersion:
+    """What a loader process hands over: the pyfunc model pickled (milliseconds to unpickle, against most of a
+    second to deserialise a skops artifact), and the small JSON things that go with it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    pyfunc_pickle: bytes
+    example: list[Any] | None
+    reference: dict[str, Any] | None
+    spec: dict[str, Any] | None
+    fetch_seconds: float
+
+
+def _build(name: str, version: str, run_id: str | None, pyfunc: Any, reference: dict[str, Any] | None,
+           spec: dict[str, Any] | None) -> LoadedModel:
+    pipeline = pyfunc.get_raw_model()
+    schema = pyfunc.metadata.get_input_schema()
+    text_hint = ((spec or {}).get("data") or {}).get("text_column")
+    inputs = inputs_for_schema(schema, text_hint)
+    classes = getattr(pipeline, "classes_", None) if hasattr(pipeline, "predict_proba") else None
+    model = LoadedModel(
+        name=name, version=str(version), run_id=run_id, pipeline=pipeline, pyfunc=pyfunc, inputs=inputs,
+        task=_task(reference, spec, inputs, classes),
+        classes=list(classes.tolist() if hasattr(classes, "tolist") else classes) if classes is not None else None,
+        reference=reference, spec=spec, input_schema=schema,
+    )
+    if reference:
+        try:
+            model.monitor = DriftMonitor(reference)
+        except Exception as exc:
+            log.warning("drift reference of %s v%s unusable: %s", name, version, exc)
+    return model
+
+
+def _warm(model: LoadedModel, example: list[Any] | None) -> None:
+    try:
+        warm_up(model, example or _synthetic_instances(model.inputs))
+    except Exception as exc:
+        raise ModelLoadError(f"{model.name} version {model.version} failed its warm-up: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | None = None) -> FetchedVersion:
+    """Download, load and warm up ``models:/<name>/<version>``; blocking, meant for a loader process."""
+    started = time.perf_counter()
+    client = mlflow_utils.client(tracking_uri)
+    workdir = Path(tempfile.mkdtemp(prefix=f"predictor-{version}-", dir=cache_dir))
+    try:
+        try:
+            model_version = client.get_model_version(name, version)
+        except Exception as exc:
+            raise ModelLoadError(f"could not read {name} version {version}: {type(exc).__name__}: {exc}") from exc
+        run_id = model_version.run_id
+        # The run's small JSON artifacts download while the model does.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            reference_future = pool.submit(_json_artifact, client, run_id, "reference/reference_stats.json",
+                                           workdir / "reference")
+            spec_future = pool.submit(_json_artifact, client, run_id, "spec.json", workdir / "spec")
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=mlflow_utils.model_uri(name, version), dst_path=str(workdir / "model"))
+                pyfunc = mlflow.pyfunc.load_model(local)
+                pyfunc.get_raw_model()
+                try:
+                    raw_example = pyfunc.metadata.load_input_example(local)
+                except Exception:
+                    raw_example = None
+            except Exception as exc:
+                raise ModelLoadError(f"could not load {name} version {version}: {type(exc).__name__}: {exc}") from exc
+            reference, spec = reference_future.result(), spec_future.result()
+        model = _build(name, version, run_id, pyfunc, reference, spec)
+        example = _example_instances(raw_example, model.inputs)
+        _warm(model, example)
+        try:
+            pickled = pickle.dumps(pyfunc, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise ModelLoadError(f"{name} version {version} cannot be handed over: {exc}") from exc
+        return FetchedVersion(name=name, version=str(version), run_id=run_id, pyfunc_pickle=pickled,
+                              example=example, reference=reference, spec=spec,
+                              fetch_seconds=time.perf_counter() - started)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def assemble(fetched: FetchedVersion) -> LoadedModel:
+    """The served model from a fetched version (fast: unpickling and one small warm-up prediction)."""
+    started = time.perf_counter()
+    try:
+        pyfunc = pickle.loads(fetched.pyfunc_pickle)  # produced by our own loader from our own registry
+    except Exception as exc:
+        raise ModelLoadError(f"could not unpickle {fetched.name} version {fetched.version}: {exc}") from exc
+    model = _build(fetched.name, fetched.version, fetched.run_id, pyfunc, fetched.reference, fetched.spec)
+    _warm(model, fetched.example)
+    model.load_seconds = fetched.fetch_seconds + (time.perf_counter() - started)
+    return model
+
+
+def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path | None = None) -> LoadedModel:
+    """Fetch and assemble in this process (blocking: run it in a worker thread)."""
+    return assemble(fetch_version(tracking_uri, name, version, cache_dir))
+
+
+def preload() -> bool:
+    """Imports a loader process needs, done ahead of the first load."""
+    import mlflow.pyfunc  # noqa: F401
+    import mlflow.sklearn  # noqa: F401
+
+    return True
+
+
+def label_counts(values: list[Any]) -> Counter[str]:
+    return Counter(str(v) for v in values)

@@ -1,0 +1,1 @@
+"""registry-proxy: the only door to MLflow's registry aliases — promotion gate, approvals, rollback, audit, DORA."""

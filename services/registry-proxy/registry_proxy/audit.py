@@ -1,0 +1,56 @@
+"""Writing and paging the append-only audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from registry_proxy.db import AuditEntry
+from registry_proxy.jsonsafe import finite
+
+
+def record(session: Session, *, actor: str, action: str, model: str, from_version: str | None = None,
+           to_version: str | None = None, reason: str | None = None, metrics: dict[str, Any] | None = None,
+           details: dict[str, Any] | None = None, at: datetime | None = None) -> AuditEntry:
+    entry = AuditEntry(actor=actor, action=action, model_name=model, from_version=from_version,
+                       to_version=to_version, reason=reason or None, metrics=finite(metrics) or None,
+                       details=finite(details) or None)
+    if at is not None:
+        entry.created_at = at
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def page(session: Session, *, model: str | None, action: str | None, limit: int, offset: int,
+         before_id: int | None = None) -> tuple[list[AuditEntry], int]:
+    """Newest first. ``before_id`` is a cursor (the last id of the previous page) and wins over ``offset``."""
+    query = select(AuditEntry)
+    count = select(func.count()).select_from(AuditEntry)
+    if model:
+        query, count = query.where(AuditEntry.model_name == model), count.where(AuditEntry.model_name == model)
+    if action:
+        query, count = query.where(AuditEntry.action == action), count.where(AuditEntry.action == action)
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)
+        offset = 0
+    rows = session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit).offset(offset)).all()
+    return list(rows), session.scalar(count) or 0
+
+
+def to_dict(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "time": entry.created_at.isoformat() if entry.created_at else None,
+        "actor": entry.actor,
+        "action": entry.action,
+        "model_name": entry.model_name,
+        "from_version": entry.from_version,
+        "to_version": entry.to_version,
+        "reason": entry.reason,
+        "metrics": entry.metrics or {},
+        "details": entry.details or {},
+    }

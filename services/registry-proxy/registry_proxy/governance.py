@@ -1,0 +1,327 @@
+"""The rules of the registry: gate, promote, rollback, approve / reject, incidents.
+
+Each mutation runs in one database transaction that first takes a per-model Postgres advisory lock, so
+concurrent changes to one model are serialized and always see the aliases the previous one left. Alias
+events go out right after MLflow accepted each change; notifications after the transaction committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from mlops_common.events import ModelEvent
+from mlops_common.mlflow_utils import CHALLENGER, PREVIOUS, PRODUCTION
+from registry_proxy import audit
+from registry_proxy.context import AppContext
+from registry_proxy.db import Decision, GateCall, Incident
+from registry_proxy.errors import Conflict, NotFound, Unavailable
+from registry_proxy.metrics import GATE_CALLS, PROMOTIONS, ROLLBACKS
+from registry_proxy.mlflow_registry import failed_validation
+from registry_proxy.schemas import GateRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Unit:
+    session: Session
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def decision_dict(d: Decision, ctx: AppContext) -> dict[str, Any]:
+    base = ctx.settings.public_url.rstrip("/")
+    links = {
+        "ui": f"{ctx.settings.ui_url}#decision-{d.id}",
+        "version": f"{base}/models/{d.model_name}/versions/{d.version}",
+    }
+    if d.run_id:
+        mlflow_base = ctx.settings.mlflow_link_base
+        links["run"] = (f"{mlflow_base}/#/experiments/{d.experiment_id}/runs/{d.run_id}" if d.experiment_id
+                        else f"{mlflow_base}/#/runs/{d.run_id}")
+    return {
+        "id": d.id,
+        "model_name": d.model_name,
+        "version": d.version,
+        "status": d.status,
+        "job_id": d.job_id,
+        "run_id": d.run_id,
+        "metric": {"name": d.metric_name, "higher_is_better": d.higher_is_better, "threshold": d.threshold},
+        "challenger_score": d.challenger_score,
+        "production_version": d.production_version,
+        "production_score": d.production_score,
+        "dataset_digest": d.dataset_digest,
+        "reason": d.reason,
+        "requested_at": _iso(d.requested_at),
+        "created_at": _iso(d.created_at),
+        "decided_at": _iso(d.decided_at),
+        "decided_by": d.decided_by,
+        "comment": d.comment,
+        "links": links,
+    }
+
+
+class Governance:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.registry = ctx.registry
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def unit(self, model: str) -> Iterator[Unit]:
+        """A transaction holding the model's advisory lock; runs ``after_commit`` callbacks on success."""
+        timeout_ms = int(self.ctx.settings.registry_lock_timeout_seconds * 1000)
+        with self.ctx.sessions() as session:
+            unit = Unit(session)
+            with session.begin():
+                session.execute(text(f"SET LOCAL lock_timeout = {timeout_ms}"))
+                try:
+                    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"registry-proxy:{model}"))))
+                except DBAPIError as exc:
+                    if "55P03" in (getattr(exc.orig, "pgcode", None), getattr(exc.orig, "sqlstate", None)):
+                        raise Unavailable(f"another change to model {model!r} is still running, retry") from exc
+                    raise
+                yield unit
+            for callback in unit.after_commit:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("after-commit callback failed")
+
+    def _set_alias(self, model: str, alias: str, version: str, old: str | None) -> None:
+        self.registry.set_alias(model, alias, version)
+        self.ctx.publisher.publish(ModelEvent(model=model, alias=alias, version=version, previous_version=old))
+
+    def _delete_alias(self, model: str, alias: str, old: str) -> None:
+        self.registry.delete_alias(model, alias)
+        self.ctx.publisher.publish(ModelEvent(model=model, alias=alias, version=None, previous_version=old,
+                                              action="delete"))
+
+    def _notify(self, unit: Unit, event: str, model: str, **fields: Any) -> None:
+        row_id = self.ctx.notifier.enqueue(unit.session, event, model, **fields)
+        unit.after_commit.append(lambda: self.ctx.notifier.submit(row_id))
+
+    def _resolve_incidents(self, session: Session, model: str, by: str) -> None:
+        for incident in session.scalars(select(Incident).where(Incident.model_name == model,
+                                                               Incident.resolved_at.is_(None))):
+            incident.resolved_at, incident.resolved_by = _now(), by
+
+    def _requested_at(self, session: Session, model: str, version: str) -> str | None:
+        call = session.scalars(select(GateCall).where(GateCall.model_name == model, GateCall.version == version)
+                               .order_by(GateCall.created_at.desc()).limit(1)).first()
+        if call is not None and call.requested_at is not None:
+            return _iso(call.requested_at)
+        try:
+            created = self.registry.get_version(model, version).creation_timestamp
+        except NotFound:
+            return None
+        return datetime.fromtimestamp(created / 1000, UTC).isoformat() if created else None
+
+    def _move_production(self, unit: Unit, model: str, version: str, *, actor: str, reason: str, via: str,
+                         aliases: dict[str, str], requested_at: str | None = None,
+                         metrics: dict[str, Any] | None = None, details: dict[str, Any] | None = None) -> bool:
+        current = aliases.get(PRODUCTION)
+        if current == version:
+            return False
+        if current:
+            self._set_alias(model, PREVIOUS, current, aliases.get(PREVIOUS))
+            aliases[PREVIOUS] = current
+        self._set_alias(model, PRODUCTION, version, current)
+        aliases[PRODUCTION] = version
+        session = unit.session
+        if requested_at is None:
+            requested_at = self._requested_at(session, model, version)
+        if metrics is None:
+            run_id = self.registry.get_version(model, version).run_id
+            metrics = self.registry.run_info(run_id)[0] if run_id else {}
+        self._resolve_incidents(session, model, "promotion")
+        audit.record(session, actor=actor, action="promote", model=model, from_version=current, to_version=version,
+                     reason=reason, metrics=metrics, details={"via": via, "requested_at": requested_at,
+                                                              **(details or {})})
+        self.registry.set_tags(model, version, {"mlops.promoted_at": _now().isoformat(), "mlops.promoted_via": via})
+        unit.after_commit.append(PROMOTIONS.labels(model_name=model).inc)
+        self._notify(unit, "promotion", model, version=version, from_version=current, reason=reason,
+                     metrics=metrics, via=via, actor=actor)
+        return True
+
+    def _pending_for(self, session: Session, model: str, version: str) -> Decision | None:
+        return session.scalars(select(Decision).where(Decision.model_name == model, Decision.version == version,
+                                                      Decision.status == "pending")).first()
+
+    # -- operations -----------------------------------------------------------------------------------
+
+    def promote(self, model: str, version: str, reason: str, actor: str) -> dict[str, Any]:
+        with self.unit(model) as unit:
+            mv = self.registry.get_version(model, version)
+            aliases = self.registry.aliases(model)
+            if aliases.get(PRODUCTION) == version:
+                return {"model_name": model, "production_version": version, "previous_version":
+                        aliases.get(PREVIOUS), "changed": False}
+            why = failed_validation(mv)
+            if why:
+                raise Conflict(f"cannot promote: {why}")
+            pending = self._pending_for(unit.session, model, version)
+            if pending is not None:
+                raise Conflict(f"version {version} awaits decision {pending.id}: "
+                               f"approve it with POST /decisions/{pending.id}/approve")
+            self._move_production(unit, model, version, actor=actor, reason=reason, via="promote",
+                                  aliases=aliases)
+        return {"model_name": model, "production_version": version, "previous_version": aliases.get(PREVIOUS),
+                "changed": True}
+
+    def rollback(self, model: str, reason: str, actor: str) -> dict[str, Any]:
+        with self.unit(model) as unit:
+            aliases = self.registry.aliases(model)
+            target = aliases.get(PREVIOUS)
+            if not target:
+                raise Conflict(f"model {model!r} has no previous version to roll back to")
+            current = aliases.get(PRODUCTION)
+            self._set_alias(model, PRODUCTION, target, current)
+            # The rolled-back version is not a safe rollback target: `previous` is cleared.
+            self._delete_alias(model, PREVIOUS, target)
+            if current:
+                self.registry.set_tags(model, current, {"mlops.rolled_back_at": _now().isoformat()})
+            self._resolve_incidents(unit.session, model, "rollback")
+            audit.record(unit.session, actor=actor, action="rollback", model=model, from_version=current,
+                         to_version=target, reason=reason)
+            unit.after_commit.append(ROLLBACKS.labels(model_name=model).inc)
+            self._notify(unit, "rollback", model, version=target, from_version=current, reason=reason, actor=actor)
+        return {"model_name": model, "production_version": target, "rolled_back_version": current,
+                "previous_version": None}
+
+    def gate(self, model: str, req: GateRequest, actor: str) -> dict[str, Any]:
+        with self.unit(model) as unit:
+            session = unit.session
+            existing = session.get(GateCall, req.job_id)
+            if existing is not None:
+                if existing.model_name != model:
+                    raise Conflict(f"job_id {req.job_id!r} was already gated for model {existing.model_name!r}")
+                return dict(existing.response)
+            self.registry.get_version(model, req.version)
+            aliases = self.registry.aliases(model)
+            production_before = aliases.get(PRODUCTION)
+            if aliases.get(CHALLENGER) != req.version:
+                self._set_alias(model, CHALLENGER, req.version, aliases.get(CHALLENGER))
+                aliases[CHALLENGER] = req.version
+            metrics = {
+                "metric": req.metric.name,
+                "higher_is_better": req.metric.higher_is_better,
+                "threshold": req.metric.threshold,
+                "margin": req.metric.margin,
+                "challenger_score": req.challenger_score,
+                "production_score": req.production_score,
+                "production_version": req.production_version,
+            }
+            requested_at = _iso(req.requested_at)
+            self.registry.set_tags(model, req.version, {
+                "mlops.gate.outcome": req.outcome,
+                "mlops.gate.metric": req.metric.name,
+                "mlops.gate.challenger_score": req.challenger_score,
+                "mlops.gate.production_score": req.production_score,
+                "mlops.gate.production_version": req.production_version,
+                "mlops.gate.threshold": req.metric.threshold,
+                "mlops.gate.dataset_digest": req.dataset_digest,
+                "mlops.gate.run_id": req.run_id,
+                "mlops.gate.job_id": req.job_id,
+                "mlops.gate.requested_at": requested_at,
+                "mlops.gate.reason": req.reason[:500] if req.reason else None,
+            })
+            details = {"job_id": req.job_id, "run_id": req.run_id, "dataset_digest": req.dataset_digest,
+                       "outcome": req.outcome, "requested_at": requested_at}
+            audit.record(session, actor=actor, action="gate", model=model, from_version=production_before,
+                         to_version=req.version, reason=req.reason, metrics=metrics, details=details)
+            decision_id: int | None = None
+            if req.outcome == "promoted":
+                self._move_production(unit, model, req.version, actor=actor, reason=req.reason or "gate: promoted",
+                                      via="gate", aliases=aliases, requested_at=requested_at, metrics=metrics,
+                                      details={"job_id": req.job_id, "run_id": req.run_id})
+            elif req.outcome == "pending_approval":
+                experiment_id = self.registry.run_info(req.run_id)[1] if req.run_id else None
+                decision = Decision(
+                    model_name=model, version=req.version, status="pending", job_id=req.job_id, run_id=req.run_id,
+                    experiment_id=experiment_id, metric_name=req.metric.name,
+                    higher_is_better=req.metric.higher_is_better, threshold=req.metric.threshold,
+                    challenger_score=req.challenger_score, production_version=production_before,
+                    production_score=req.production_score, dataset_digest=req.dataset_digest, reason=req.reason,
+                    requested_at=req.requested_at)
+                session.add(decision)
+                session.flush()
+                decision_id = decision.id
+                view = decision_dict(decision, self.ctx)
+                self._notify(unit, "pending_decision", model, version=req.version, from_version=production_before,
+                             reason=req.reason, metrics=metrics, decision_id=view["id"], decision=view)
+            response = {"outcome": req.outcome, "decision_id": decision_id,
+                        "production_version": aliases.get(PRODUCTION)}
+            session.add(GateCall(job_id=req.job_id, model_name=model, version=req.version, outcome=req.outcome,
+                                 requested_at=req.requested_at, request=req.model_dump(mode="json"),
+                                 response=response))
+            unit.after_commit.append(GATE_CALLS.labels(model_name=model, outcome=req.outcome).inc)
+        return response
+
+    def _decision(self, decision_id: int) -> Decision:
+        with self.ctx.sessions() as session:
+            decision = session.get(Decision, decision_id)
+        if decision is None:
+            raise NotFound(f"decision {decision_id} not found")
+        return decision
+
+    def decide(self, decision_id: int, approve: bool, comment: str, actor: str) -> dict[str, Any]:
+        model = self._decision(decision_id).model_name
+        with self.unit(model) as unit:
+            session = unit.session
+            decision = session.get(Decision, decision_id, with_for_update=True)
+            assert decision is not None
+            if decision.status != "pending":
+                raise Conflict(f"decision {decision_id} was already {decision.status}")
+            aliases = self.registry.aliases(model)
+            if approve:
+                self.registry.get_version(model, decision.version)
+                metrics = {"metric": decision.metric_name, "threshold": decision.threshold,
+                           "challenger_score": decision.challenger_score,
+                           "production_score": decision.production_score}
+                self._move_production(unit, model, decision.version, actor=actor,
+                                      reason=comment or f"decision {decision_id} approved", via="approval",
+                                      aliases=aliases, requested_at=_iso(decision.requested_at), metrics=metrics,
+                                      details={"decision_id": decision_id, "job_id": decision.job_id})
+            decision.status = "approved" if approve else "rejected"
+            decision.decided_at, decision.decided_by, decision.comment = _now(), actor, comment or None
+            self.registry.set_tags(model, decision.version, {"mlops.decision": decision.status,
+                                                             "mlops.decision_id": decision_id})
+            audit.record(session, actor=actor, action="approve" if approve else "reject", model=model,
+                         from_version=decision.production_version, to_version=decision.version, reason=comment,
+                         details={"decision_id": decision_id})
+            view = decision_dict(decision, self.ctx)
+        return {**view, "production_version": aliases.get(PRODUCTION)}
+
+    def open_incident(self, model: str, reason: str, actor: str) -> dict[str, Any]:
+        self.registry.get_model(model)
+        with self.unit(model) as unit:
+            production = self.registry.aliases(model).get(PRODUCTION)
+            incident = Incident(model_name=model, version=production, reason=reason, opened_by=actor)
+            unit.session.add(incident)
+            unit.session.flush()
+            audit.record(unit.session, actor=actor, action="incident", model=model, from_version=production,
+                         reason=reason, details={"incident_id": incident.id})
+            self._notify(unit, "incident", model, version=production, reason=reason, actor=actor)
+            result = {"id": incident.id, "model_name": model, "version": production, "reason": reason,
+                      "opened_by": actor, "opened_at": _iso(incident.opened_at)}
+        return result

@@ -1,0 +1,112 @@
+"""MLflow's registry as registry-proxy sees it: typed reads, alias moves, tags; errors mapped to 404/503."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+
+from mlops_common import mlflow_utils
+from registry_proxy.errors import NotFound, Unavailable
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Tags that mark a version as having failed validation: promoting it is refused (409).
+FAILED_VALUES = {"failed", "rejected", "invalid"}
+VALIDATION_TAGS = ("mlops.validation", "mlops.validation_status", "mlops.decision")
+
+
+class Registry:
+    def __init__(self, tracking_uri: str, timeout_seconds: int, max_retries: int) -> None:
+        # Read by MLflow's REST client on every call: fail fast instead of retrying for minutes.
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_seconds)
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        self.tracking_uri = tracking_uri
+        self.client = mlflow_utils.client(tracking_uri)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except MlflowException as exc:
+            if mlflow_utils.is_not_found(exc):
+                raise NotFound(f"{what} not found") from exc
+            log.warning("MLflow call failed (%s): %s", what, exc)
+            raise Unavailable(f"MLflow unavailable ({what}): {_short(exc)}") from exc
+        except Exception as exc:  # connection errors surface as requests/urllib3 exceptions
+            log.warning("MLflow call failed (%s): %s", what, exc)
+            raise Unavailable(f"MLflow unavailable ({what}): {_short(exc)}") from exc
+
+    def list_models(self) -> list[RegisteredModel]:
+        models: list[RegisteredModel] = []
+        token = None
+        while True:
+            page = self._call("registered models", lambda t=token: self.client.search_registered_models(
+                max_results=200, page_token=t, order_by=["name ASC"]))
+            models.extend(page)
+            token = page.token
+            if not token:
+                return models
+
+    def get_model(self, name: str) -> RegisteredModel:
+        return self._call(f"model {name!r}", lambda: self.client.get_registered_model(name))
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        escaped = name.replace("'", "\\'")
+        found = self._call(f"versions of {name!r}",
+                           lambda: self.client.search_model_versions(f"name = '{escaped}'", max_results=1000))
+        return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+    def get_version(self, name: str, version: str) -> ModelVersion:
+        if not str(version).isdigit():
+            raise NotFound(f"version {version!r} of model {name!r} not found")
+        return self._call(f"version {version} of model {name!r}", lambda: self.client.get_model_version(name, version))
+
+    def aliases(self, name: str) -> dict[str, str]:
+        return {alias: str(v) for alias, v in (self.get_model(name).aliases or {}).items()}
+
+    def run_info(self, run_id: str) -> tuple[dict[str, float], str | None]:
+        """(metrics, experiment id) of a run; empty when the run is gone."""
+        try:
+            run = self._call(f"run {run_id}", lambda: self.client.get_run(run_id))
+        except NotFound:
+            return {}, None
+        return dict(run.data.metrics), run.info.experiment_id
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(f"alias {alias} of {name!r}", lambda: self.client.set_registered_model_alias(name, alias, version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._call(f"alias {alias} of {name!r}", lambda: self.client.delete_registered_model_alias(name, alias))
+
+    def set_tags(self, name: str, version: str, tags: dict[str, object]) -> None:
+        for key, value in tags.items():
+            if value is None:
+                continue
+            self._call(f"tags of version {version} of {name!r}",
+                       lambda k=key, v=value: self.client.set_model_version_tag(name, version, k, str(v)))
+
+    def ping(self) -> None:
+        self._call("registered models", lambda: self.client.search_registered_models(max_results=1))
+
+
+def failed_validation(version: ModelVersion) -> str | None:
+    """Why a version may not be promoted, or None when it may."""
+    status = str(version.status or "READY").upper()
+    if status != "READY":
+        return f"version {version.version} is {status.lower()}, not ready"
+    for key in VALIDATION_TAGS:
+        value = (version.tags or {}).get(key)
+        if value is not None and str(value).lower() in FAILED_VALUES:
+            return f"version {version.version} failed validation ({key}={value})"
+    return None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]

@@ -1,0 +1,53 @@
+"""registry-proxy settings, read once from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+
+from mlops_common.settings import PLACEHOLDER_SECRET, CommonSettings
+
+
+class RegistrySettings(CommonSettings):
+    registry_database_url: str = "postgresql://postgres@127.0.0.1:5432/registry"
+    registry_admin_token: str = PLACEHOLDER_SECRET
+    registry_service_token: str = PLACEHOLDER_SECRET
+
+    # Where links in notifications and the UI point (the externally reachable base URL of this service).
+    public_url: str = Field("http://127.0.0.1:8001", validation_alias=AliasChoices("PUBLIC_URL", "REGISTRY_PUBLIC_URL"))
+    # Where links to MLflow runs point; defaults to MLFLOW_TRACKING_URI.
+    mlflow_public_url: str | None = None
+
+    notify_webhook_url: str | None = None
+    notify_format: Literal["json", "slack"] = "json"
+    notify_max_attempts: int = Field(5, ge=1, le=20)
+    notify_backoff_seconds: float = Field(1.0, ge=0)
+    notify_timeout_seconds: float = Field(5.0, gt=0)
+
+    dora_window_days: float = Field(30.0, gt=0)
+    # MLflow client behaviour: fail fast so a dead MLflow becomes a 503, not a hung request.
+    registry_mlflow_timeout_seconds: int = Field(10, ge=1)
+    registry_mlflow_max_retries: int = Field(1, ge=0)
+    # How long a mutation waits for the per-model lock before answering 503.
+    registry_lock_timeout_seconds: float = Field(30.0, gt=0)
+
+    def _secrets(self) -> dict[str, str]:
+        return {
+            "registry_admin_token": self.registry_admin_token,
+            "registry_service_token": self.registry_service_token,
+        }
+
+    @property
+    def mlflow_link_base(self) -> str:
+        return (self.mlflow_public_url or self.mlflow_tracking_uri).rstrip("/")
+
+    @property
+    def ui_url(self) -> str:
+        return f"{self.public_url.rstrip('/')}/ui"
+
+
+@lru_cache
+def get_settings() -> RegistrySettings:
+    return RegistrySettings()

@@ -1,0 +1,162 @@
+"""The server-rendered page for the human in the loop: models, versions, aliases, pending decisions with
+Approve / Reject buttons, and the recent audit log. Plain HTML and a little vanilla JS; no build step."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from sqlalchemy import select
+
+from registry_proxy import audit
+from registry_proxy.context import AppContext
+from registry_proxy.db import Decision
+from registry_proxy.errors import RegistryError
+from registry_proxy.governance import decision_dict
+from registry_proxy.views import model_summary
+
+MAX_MODELS = 50
+MAX_VERSIONS = 10
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:72rem}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
+table{border-collapse:collapse;width:100%;margin:.5rem 0}
+th,td{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top;font-size:.9rem}
+th{background:#f5f5f5}.alias{display:inline-block;padding:0 .4rem;border-radius:.6rem;font-size:.8rem;
+background:#e8eefc;margin-right:.2rem}.alias-production{background:#c8f0c8}.alias-previous{background:#eee}
+.banner{background:#fff3cd;padding:.5rem;border:1px solid #e0c870}#status{min-height:1.2rem;color:#a00}
+button{margin-right:.3rem}code{font-size:.8rem}
+"""
+
+SCRIPT = """
+const base = location.pathname.replace(/\\/ui\\/?$/, '');
+function token() {
+  const field = document.getElementById('token');
+  let value = field.value || sessionStorage.getItem('registryToken') || '';
+  if (!value) { value = window.prompt('Registry admin token') || ''; }
+  if (value) { sessionStorage.setItem('registryToken', value); field.value = value; }
+  return value;
+}
+async function decide(id, action) {
+  const status = document.getElementById('status');
+  const bearer = token();
+  if (!bearer) { status.textContent = 'A token is needed to ' + action + '.'; return; }
+  const comment = document.getElementById('comment-' + id).value;
+  status.textContent = action + ' decision ' + id + '…';
+  const response = await fetch(base + '/decisions/' + id + '/' + action, {
+    method: 'POST',
+    headers: {'Authorization': 'Bearer ' + bearer, 'Content-Type': 'application/json'},
+    body: JSON.stringify({comment: comment}),
+  });
+  if (response.ok) { location.reload(); return; }
+  let detail = response.statusText;
+  try { detail = (await response.json()).detail; } catch (e) {}
+  if (response.status === 401) { sessionStorage.removeItem('registryToken'); }
+  status.textContent = 'Could not ' + action + ' decision ' + id + ': ' + response.status + ' ' + detail;
+}
+document.addEventListener('click', (event) => {
+  const button = event.target.closest('button[data-decision]');
+  if (button) { decide(button.dataset.decision, button.dataset.action); }
+});
+window.addEventListener('DOMContentLoaded', () => {
+  document.getElementById('token').value = sessionStorage.getItem('registryToken') || '';
+});
+"""
+
+
+def _e(value: Any) -> str:
+    return "" if value is None else escape(str(value))
+
+
+def _score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _aliases(names: list[str]) -> str:
+    return "".join(f'<span class="alias alias-{_e(a)}">{_e(a)}</span>' for a in names)
+
+
+def _models_section(ctx: AppContext) -> str:
+    try:
+        models = ctx.registry.list_models()[:MAX_MODELS]
+        parts = []
+        for model in models:
+            summary = model_summary(model)
+            aliases = summary["aliases"]
+            rows = []
+            for mv in ctx.registry.versions(model.name)[:MAX_VERSIONS]:
+                version = str(mv.version)
+                held = sorted(a for a, v in aliases.items() if v == version)
+                tags = mv.tags or {}
+                rows.append(
+                    f'<tr data-version="{_e(version)}"><td>v{_e(version)}</td><td>{_aliases(held)}</td>'
+                    f"<td>{_e(tags.get('mlops.gate.outcome', ''))}</td>"
+                    f"<td>{_e(tags.get('mlops.gate.challenger_score', ''))}</td>"
+                    f"<td><code>{_e((mv.run_id or '')[:12])}</code></td></tr>")
+            production = summary["production_version"]
+            parts.append(
+                f'<section id="model-{_e(model.name)}" class="model" data-model="{_e(model.name)}">'
+                f"<h3>{_e(model.name)} — production: "
+                f'<span class="production-version">{_e(production) if production else "none"}</span></h3>'
+                "<table><tr><th>version</th><th>aliases</th><th>gate</th><th>score</th><th>run</th></tr>"
+                + "".join(rows) + "</table></section>")
+        return "".join(parts) or "<p>No registered models yet.</p>"
+    except RegistryError as exc:
+        return f'<p class="banner">{_e(exc.detail)}</p>'
+
+
+def _decisions_section(ctx: AppContext, decisions: list[dict[str, Any]]) -> str:
+    if not decisions:
+        return '<p id="no-pending">No pending decisions.</p>'
+    rows = []
+    for d in decisions:
+        metric = d["metric"]
+        direction = "higher is better" if metric["higher_is_better"] else "lower is better"
+        run_link = f'<a href="{_e(d["links"]["run"])}">run</a>' if "run" in d["links"] else ""
+        rows.append(
+            f'<tr id="decision-{d["id"]}" class="decision"><td>#{d["id"]}</td><td>{_e(d["model_name"])}</td>'
+            f'<td>v{_e(d["version"])}</td>'
+            f'<td>{_e(metric["name"])} ({direction}); threshold {_score(metric["threshold"])}</td>'
+            f'<td>{_score(d["challenger_score"])}</td>'
+            f'<td>{_score(d["production_score"])} (v{_e(d["production_version"] or "—")})</td>'
+            f'<td><code>{_e((d["dataset_digest"] or "")[:19])}</code> {run_link}</td>'
+            f'<td>{_e(d["reason"])}</td>'
+            f'<td><input id="comment-{d["id"]}" placeholder="comment" size="12">'
+            f'<button data-decision="{d["id"]}" data-action="approve">Approve</button>'
+            f'<button data-decision="{d["id"]}" data-action="reject">Reject</button></td></tr>')
+    return ("<table><tr><th>id</th><th>model</th><th>version</th><th>metric</th><th>challenger</th>"
+            "<th>production</th><th>data / run</th><th>why</th><th></th></tr>" + "".join(rows) + "</table>")
+
+
+def _audit_section(rows: list[dict[str, Any]]) -> str:
+    body = "".join(
+        f'<tr class="audit"><td>{_e(r["time"][:19].replace("T", " "))}</td><td>{_e(r["actor"])}</td>'
+        f'<td>{_e(r["action"])}</td><td>{_e(r["model_name"])}</td>'
+        f'<td>{_e(r["from_version"] or "—")} → {_e(r["to_version"] or "—")}</td><td>{_e(r["reason"])}</td></tr>'
+        for r in rows)
+    return ("<table><tr><th>time (UTC)</th><th>who</th><th>action</th><th>model</th><th>versions</th>"
+            "<th>why</th></tr>" + body + "</table>")
+
+
+def render_page(ctx: AppContext) -> str:
+    with ctx.sessions() as session:
+        pending = [decision_dict(d, ctx) for d in session.scalars(
+            select(Decision).where(Decision.status == "pending").order_by(Decision.id.desc()).limit(100))]
+        recent, _ = audit.page(session, model=None, action=None, limit=25, offset=0)
+        audit_rows = [audit.to_dict(r) for r in recent]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>registry-proxy</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
+<body>
+<h1>Model registry</h1>
+<p><label>Admin token <input id="token" type="password" autocomplete="off"></label>
+<span id="status" role="status"></span></p>
+<h2>Pending decisions</h2>
+{_decisions_section(ctx, pending)}
+<h2>Models</h2>
+{_models_section(ctx)}
+<h2>Recent audit log</h2>
+{_audit_section(audit_rows)}
+<script>{SCRIPT}</script>
+</body></html>"""

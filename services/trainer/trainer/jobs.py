@@ -1,0 +1,151 @@
+"""Job records in Redis: created by the API, advanced by the workers, read by the API and the CLI.
+
+A job is a Redis hash whose fields hold JSON values, so the challenger and production evaluations (which may
+run at the same time on different workers) each write their own fields without overwriting the other's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+import redis
+
+Status = Literal["queued", "running", "succeeded", "failed"]
+TERMINAL = ("succeeded", "failed")
+PREFIX = "trainer:"
+PUBLIC_FIELDS = (
+    "job_id", "model_name", "status", "stage", "progress", "created_at", "updated_at", "started_at",
+    "finished_at", "source", "idempotency_key", "run_id", "model_version", "best_candidate", "production_version",
+    "production_error", "metrics", "decision", "decision_id", "reason", "dataset", "candidates", "error",
+)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=30)
+
+
+class JobStore:
+    def __init__(self, conn: redis.Redis, ttl_seconds: int = 30 * 24 * 3600) -> None:
+        self.r = conn
+        self.ttl = ttl_seconds
+
+    # keys
+    @staticmethod
+    def key(job_id: str) -> str:
+        return f"{PREFIX}job:{job_id}"
+
+    @staticmethod
+    def idem_key(model_name: str, idempotency_key: str) -> str:
+        return f"{PREFIX}idem:{model_name}:{idempotency_key}"
+
+    INDEX = f"{PREFIX}jobs"
+    RUNNING = f"{PREFIX}running"
+
+    # writes
+    def create(self, model_name: str, spec: dict[str, Any], *, source: str = "api",
+               idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+        """A new queued job, or (with an idempotency key already used for this model) the first one.
+
+        Returns ``(job, created)``.
+        """
+        job_id = uuid.uuid4().hex
+        if idempotency_key:
+            claimed = self.r.set(self.idem_key(model_name, idempotency_key), job_id, nx=True, ex=self.ttl)
+            if not claimed:
+                first = self.r.get(self.idem_key(model_name, idempotency_key))
+                existing = self.get(first.decode()) if first else None
+                if existing is not None:
+                    return existing, False
+                self.r.set(self.idem_key(model_name, idempotency_key), job_id, ex=self.ttl)
+        stamp = now_iso()
+        record: dict[str, Any] = {
+            "job_id": job_id, "model_name": model_name, "status": "queued", "stage": "queued", "progress": 0.0,
+            "created_at": stamp, "updated_at": stamp, "started_at": None, "finished_at": None, "source": source,
+            "idempotency_key": idempotency_key, "run_id": None, "model_version": None, "production_version": None,
+            "challenger_metrics": None, "production_metrics": None, "decision": None, "reason": None,
+            "dataset": None, "candidates": [], "error": None, "spec": spec,
+        }
+        pipe = self.r.pipeline()
+        pipe.hset(self.key(job_id), mapping={k: orjson.dumps(v) for k, v in record.items()})
+        pipe.expire(self.key(job_id), self.ttl)
+        pipe.zadd(self.INDEX, {job_id: datetime.now(UTC).timestamp()})
+        pipe.execute()
+        return self.public(record), True
+
+    def forget(self, job: dict[str, Any]) -> None:
+        """Undo :meth:`create` (when the job could not be enqueued)."""
+        pipe = self.r.pipeline()
+        pipe.delete(self.key(job["job_id"]))
+        pipe.zrem(self.INDEX, job["job_id"])
+        if job.get("idempotency_key"):
+            pipe.delete(self.idem_key(job["model_name"], job["idempotency_key"]))
+        pipe.execute()
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        fields["updated_at"] = now_iso()
+        status = fields.get("status")
+        pipe = self.r.pipeline()
+        pipe.hset(self.key(job_id), mapping={k: orjson.dumps(v) for k, v in fields.items()})
+        if status == "running":
+            pipe.sadd(self.RUNNING, job_id)
+        elif status in TERMINAL:
+            pipe.srem(self.RUNNING, job_id)
+        pipe.execute()
+
+    def stage(self, job_id: str, stage: str, progress: float, **fields: Any) -> None:
+        self.update(job_id, stage=stage, progress=round(min(max(progress, 0.0), 1.0), 3), **fields)
+
+    def claim(self, job_id: str, step: str, ttl: int) -> bool:
+        """A short lock on one step of a job (``SET NX``), so two deliveries never do it at once."""
+        return bool(self.r.set(f"{PREFIX}lock:{job_id}:{step}", "1", nx=True, ex=ttl))
+
+    def release(self, job_id: str, step: str) -> None:
+        self.r.delete(f"{PREFIX}lock:{job_id}:{step}")
+
+    # reads
+    def raw(self, job_id: str) -> dict[str, Any] | None:
+        data = self.r.hgetall(self.key(job_id))
+        if not data:
+            return None
+        return {k.decode(): orjson.loads(v) for k, v in data.items()}
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        record = self.raw(job_id)
+        return self.public(record) if record else None
+
+    def list(self, *, model_name: str | None = None, status: str | None = None, limit: int = 50) -> list[dict]:
+        jobs: list[dict[str, Any]] = []
+        start = 0
+        while len(jobs) < limit:
+            ids = self.r.zrevrange(self.INDEX, start, start + 199)
+            if not ids:
+                break
+            start += len(ids)
+            for raw_id in ids:
+                job = self.get(raw_id.decode())
+                if job is None:
+                    self.r.zrem(self.INDEX, raw_id)
+                    continue
+                if model_name and job["model_name"] != model_name or status and job["status"] != status:
+                    continue
+                jobs.append(job)
+                if len(jobs) >= limit:
+                    break
+        return jobs
+
+    def running_count(self) -> int:
+        return int(self.r.scard(self.RUNNING))
+
+    @staticmethod
+    def public(record: dict[str, Any]) -> dict[str, Any]:
+        job = {k: record.get(k) for k in PUBLIC_FIELDS}
+        job["metrics"] = {"challenger": record.get("challenger_metrics"),
+                          "production": record.get("production_metrics")}
+        return job

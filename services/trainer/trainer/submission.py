@@ -1,0 +1,120 @@
+"""Accepting a retrain request: resolve and check the spec, record the job, enqueue it. Shared by the
+HTTP API, the alert webhooks and trainer-beat."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from mlops_common.spec import ModelSpec, SpecNotFound, resolve_spec
+from trainer.candidates import SpecError, check_spec
+from trainer.datasets import DatasetError, DatasetNotFound, DatasetStore
+from trainer.jobs import JobStore
+from trainer.metrics import JOBS_SUBMITTED
+from trainer.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    """A request that cannot become a job; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def describe_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "invalid spec: " + "; ".join(parts)
+
+
+def non_finite(value: Any, path: str = "spec") -> str | None:
+    """The dotted path of the first NaN or infinity in a JSON value, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        found = non_finite(item, f"{path}{key}" if str(key).startswith("[") else f"{path}.{key}")
+        if found:
+            return found
+    return None
+
+
+def resolve(settings: TrainerSettings, datasets: DatasetStore, model_name: str,
+            override: dict[str, Any] | None) -> ModelSpec:
+    bad = non_finite(override or {})
+    if bad:
+        raise Rejected(422, f"{bad}: NaN and infinities are not allowed in a spec")
+    try:
+        spec = resolve_spec(settings.models_dir, model_name, override)
+    except SpecNotFound as exc:
+        raise Rejected(404, str(exc)) from exc
+    except ValidationError as exc:
+        raise Rejected(422, describe_validation(exc)) from exc
+    except ValueError as exc:  # bad model name, unreadable spec file
+        raise Rejected(422, str(exc)) from exc
+    try:
+        check_spec(spec)
+        datasets.check_uri(spec.data.uri)
+    except DatasetNotFound as exc:
+        raise Rejected(422, str(exc)) from exc
+    except (SpecError, DatasetError) as exc:
+        raise Rejected(422, str(exc)) from exc
+    return spec
+
+
+@dataclass
+class Submitted:
+    job: dict[str, Any]
+    created: bool
+
+
+def submit(settings: TrainerSettings, store: JobStore, datasets: DatasetStore, model_name: str,
+           override: dict[str, Any] | None = None, idempotency_key: str | None = None,
+           source: str = "api") -> Submitted:
+    spec = resolve(settings, datasets, model_name, override)
+    try:
+        job, created = store.create(model_name, spec.model_dump(mode="json"), source=source,
+                                    idempotency_key=idempotency_key)
+    except redis.RedisError as exc:
+        raise Rejected(503, f"the job store (Redis at {redact(settings.redis_url)}) is unreachable: {exc}") from exc
+    if not created:
+        return Submitted(job, False)
+    from trainer.tasks import run_job
+
+    try:
+        run_job.apply_async((job["job_id"],), retry=True,
+                            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+                                          "interval_max": 1})
+    except Exception as exc:  # kombu raises OperationalError and friends when the broker is down
+        log.warning("could not enqueue job %s: %s", job["job_id"], exc)
+        try:
+            store.forget(job)
+        except redis.RedisError:
+            pass
+        raise Rejected(503, f"the job queue (broker at {redact(settings.celery_broker_url)}) is unreachable: "
+                            f"{type(exc).__name__}: {exc}; nothing was queued, retry later") from exc
+    JOBS_SUBMITTED.labels(model_name).inc()
+    return Submitted(job, True)
+
+
+def redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

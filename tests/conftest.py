@@ -1,0 +1,125 @@
+"""Session fixtures: the real stack, started once per test run on free ports, torn down at the end.
+
+Nothing here is mocked: a real MLflow server over a fresh Postgres database, a claimed Redis db, a real
+Celery worker and the three FastAPI services as separate processes. Tests use unique model names, so
+they can share one stack.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import processes as p
+
+ADMIN_TOKEN = "test-admin-token"
+SERVICE_TOKEN = "test-service-token"
+TRAINER_TOKEN = "test-trainer-token"
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("logs")
+    print(f"\nservice logs: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with p.redis_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[str]:
+    with p.postgres_database("mlops_test_mlflow") as db_url:
+        proc, uri = p.mlflow_server(db_url, tmp_path_factory.mktemp("artifacts"), log_dir,
+                                    metrics_dir=tmp_path_factory.mktemp("mlflow-metrics"))
+        try:
+            yield uri
+        finally:
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def base_env(mlflow_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment shared by every service process of this test run."""
+    run = uuid.uuid4().hex[:8]
+    return {
+        "ENVIRONMENT": "test",
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_QUEUE": f"training-{run}",
+        "MODEL_EVENTS_CHANNEL": f"mlops:model-events:{run}",
+        "REGISTRY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "REGISTRY_SERVICE_TOKEN": SERVICE_TOKEN,
+        "TRAINER_API_TOKEN": TRAINER_TOKEN,
+        "DATASETS_DIR": str(tmp_path_factory.mktemp("datasets")),
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+
+
+@pytest.fixture(scope="session")
+def registry_url(base_env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    with p.postgres_database("mlops_test_registry") as db_url:
+        env = {**base_env, "REGISTRY_DATABASE_URL": db_url}
+        proc, url = p.uvicorn_service("registry-proxy", "registry_proxy.main:app", env, log_dir)
+        base_env["REGISTRY_URL"] = url
+        try:
+            yield url
+        finally:
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_factory(base_env: dict[str, str], registry_url: str, log_dir: Path) -> Iterator[Callable[..., p.Process]]:
+    """Starts real Celery workers on this run's queue; every worker is stopped at the end."""
+    started: list[p.Process] = []
+
+    def start(extra_env: dict[str, str] | None = None) -> p.Process:
+        cmd = [str(p.VENV_BIN / "celery"), "-A", "trainer.celery_app", "worker", "--loglevel", "INFO",
+               "--concurrency", "1", "--queues", base_env["CELERY_QUEUE"], "--hostname", f"w{len(started)}@%h"]
+        proc = p.Process(f"trainer-worker-{len(started)}", cmd, {**base_env, **(extra_env or {})}, log_dir).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def trainer_url(base_env: dict[str, str], registry_url: str, worker_factory: Callable[..., p.Process],
+                log_dir: Path) -> Iterator[str]:
+    proc, url = p.uvicorn_service("trainer-api", "trainer.api:app", base_env, log_dir)
+    worker_factory()
+    try:
+        yield url
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def predictor_factory(base_env: dict[str, str], registry_url: str, log_dir: Path) -> Iterator[Callable[..., str]]:
+    """Starts a predictor for a model name (with optional extra env); returns its base URL."""
+    started: list[p.Process] = []
+
+    def start(model_name: str, extra_env: dict[str, str] | None = None) -> str:
+        env = {**base_env, "MODEL_NAME": model_name, "POLL_INTERVAL_SECONDS": "2", **(extra_env or {})}
+        proc, url = p.uvicorn_service(f"predictor-{model_name}", "predictor.main:app", env, log_dir)
+        started.append(proc)
+        return url
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture()
+def model_name() -> str:
+    """A model name no other test uses."""
+    return f"test-{uuid.uuid4().hex[:8]}"

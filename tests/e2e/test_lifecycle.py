@@ -1,0 +1,184 @@
+"""The whole lifecycle over HTTP against the real stack: retrain → register → gate → promote → serve.
+
+Real MLflow server on Postgres, real Celery worker on Redis, the three services as separate processes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from mlops_common.settings import REPO_ROOT
+from tests.conftest import ADMIN_TOKEN
+
+pytestmark = pytest.mark.slow
+
+FAST_CANDIDATES = [
+    {"featurizer": {"type": "tfidf"},
+     "estimator": {"type": "logreg", "params": {"max_iter": 1000, "C": 10.0, "class_weight": "balanced"}}},
+    {"featurizer": {"type": "bow"}, "estimator": {"type": "knn", "params": {"n_neighbors": 3}}},
+]
+WEAK_CANDIDATES = [
+    {"featurizer": {"type": "bow", "params": {"max_features": 2}},
+     "estimator": {"type": "knn", "params": {"n_neighbors": 1}}},
+]
+
+
+@pytest.fixture(scope="module")
+def sms_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stratified 1,200-row sample of the real SMS set: big enough to learn, small enough to be quick."""
+    frame = pd.read_csv(REPO_ROOT / "data" / "sms_spam.csv")
+    sample = frame.groupby("label").sample(frac=1200 / len(frame), random_state=1)
+    path = tmp_path_factory.mktemp("data") / "sms_subset.csv"
+    sample.to_csv(path, index=False)
+    return path
+
+
+def text_spec(uri: Path, threshold: float, candidates: list[dict]) -> dict:
+    return {
+        "task": "text-classification",
+        "data": {"uri": str(uri), "text_column": "text", "label_column": "label"},
+        "metric": {"name": "f1_macro", "higher_is_better": True, "threshold": threshold},
+        "candidates": candidates,
+    }
+
+
+def retrain(trainer_url: str, model_name: str, spec: dict) -> dict:
+    response = httpx.post(f"{trainer_url}/retrain", json={"model_name": model_name, "spec": spec}, timeout=30)
+    assert response.status_code == 202, response.text
+    return wait_job(trainer_url, response.json()["job_id"])
+
+
+def wait_job(trainer_url: str, job_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    seen_progress = set()
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{trainer_url}/jobs/{job_id}", timeout=10).json()
+        seen_progress.add(job["progress"])
+        assert 0 <= job["progress"] <= 1
+        if job["status"] in ("succeeded", "failed"):
+            print(f"job {job_id}: {job}")
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")
+
+
+def wait_served(predictor_url: str, version: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = httpx.get(f"{predictor_url}/model", timeout=5)
+        if model.status_code == 200 and str(model.json().get("model_version")) == version:
+            return model.json()
+        time.sleep(0.3)
+    raise AssertionError(f"predictor did not serve version {version} within {timeout}s")
+
+
+def test_retrain_gate_promote_serve(
+    trainer_url: str, registry_url: str, predictor_factory: Callable[..., str], model_name: str, sms_subset: Path
+) -> None:
+    predictor = predictor_factory(model_name)
+
+    # No production version yet: the predictor is alive but not ready, and says why.
+    assert httpx.get(f"{predictor}/health").status_code == 200
+    assert httpx.get(f"{predictor}/ready").status_code == 503
+    refused = httpx.post(f"{predictor}/predict", json={"instances": ["hello"]})
+    assert refused.status_code == 503
+    assert "production" in refused.text
+
+    # 1. First retrain: nothing in production and the challenger meets the threshold → promoted.
+    first = retrain(trainer_url, model_name, text_spec(sms_subset, 0.7, FAST_CANDIDATES))
+    assert first["status"] == "succeeded", first
+    assert first["decision"] == "promoted", first
+    assert str(first["model_version"]) == "1"
+    assert first["metrics"]["challenger"]["f1_macro"] >= 0.7
+    assert first["run_id"]
+
+    wait_served(predictor, "1")
+    texts = ["WINNER!! Claim your free prize now, call 09061701461", "Are we still meeting for lunch tomorrow?"]
+    answer = httpx.post(f"{predictor}/predict", json={"instances": texts})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["predictions"] == ["spam", "ham"]
+    assert str(body["model_version"]) == "1" and body["model_name"] == model_name and body["request_id"]
+
+    empty = httpx.post(f"{predictor}/predict", json={"instances": []})
+    assert empty.status_code == 422 and "instances" in empty.text
+    not_json = httpx.post(f"{predictor}/predict", content=b"{", headers={"content-type": "application/json"})
+    assert 400 <= not_json.status_code < 500
+
+    model = httpx.get(f"{registry_url}/models/{model_name}").json()
+    aliases = {alias: str(v["version"]) for v in model["versions"] for alias in v.get("aliases", [])}
+    assert aliases["production"] == "1"
+
+    # 2. A weaker challenger on fresh data: production still meets the threshold → kept.
+    second = retrain(trainer_url, model_name, text_spec(sms_subset, 0.7, WEAK_CANDIDATES))
+    assert second["status"] == "succeeded", second
+    assert second["decision"] == "kept", second
+    assert str(second["model_version"]) == "2"
+    assert second["metrics"]["challenger"]["f1_macro"] < second["metrics"]["production"]["f1_macro"]
+    assert str(httpx.get(f"{predictor}/model").json()["model_version"]) == "1"
+
+    # 3. A bar nobody meets → a human is asked; approving it ships version 3 with no failed request.
+    third = retrain(trainer_url, model_name, text_spec(sms_subset, 0.9999, WEAK_CANDIDATES))
+    assert third["status"] == "succeeded", third
+    assert third["decision"] == "pending_approval", third
+    pending = httpx.get(f"{registry_url}/decisions", params={"status": "pending"}).json()
+    decision = next(d for d in pending if d["model_name"] == model_name)
+    assert str(decision["version"]) == "3"
+
+    failures: list[str] = []
+    served_versions: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                r = client.post(f"{predictor}/predict", json={"instances": ["free entry to win cash"]})
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                else:
+                    served_versions.add(str(r.json()["model_version"]))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        approved = httpx.post(f"{registry_url}/decisions/{decision['id']}/approve",
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                              json={"comment": "approved in the end-to-end test"})
+        assert approved.status_code == 200, approved.text
+        wait_served(predictor, "3")
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert served_versions == {"1", "3"}
+
+
+def test_bad_retrain_requests_get_clear_client_errors(trainer_url: str, model_name: str, tmp_path: Path) -> None:
+    unknown = httpx.post(f"{trainer_url}/retrain", json={"model_name": f"{model_name}-nospec"})
+    assert unknown.status_code in (404, 422)
+    assert "spec" in unknown.text
+
+    malformed = httpx.post(f"{trainer_url}/retrain", content=b'{"model_name": ',
+                           headers={"content-type": "application/json"})
+    assert 400 <= malformed.status_code < 500
+
+    missing = tmp_path / "no_label.csv"
+    pd.DataFrame({"text": ["a", "b", "c", "d"] * 10, "other": ["x", "y"] * 20}).to_csv(missing, index=False)
+    spec = text_spec(missing, 0.5, FAST_CANDIDATES)
+    response = httpx.post(f"{trainer_url}/retrain", json={"model_name": model_name, "spec": spec})
+    if response.status_code == 202:  # validated by the worker: the job fails and says which column
+        job = wait_job(trainer_url, response.json()["job_id"], timeout=120)
+        assert job["status"] == "failed"
+        assert "label" in job["error"]
+    else:
+        assert response.status_code == 422 and "label" in response.text

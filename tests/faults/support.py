@@ -1,0 +1,197 @@
+"""Helpers of the fault tests: servers a test may stop (its own Redis, its own MLflow), tiny text models
+registered straight into MLflow, a request loop that counts failures, and /metrics and /proc readers."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import redis
+from mlflow.tracking import MlflowClient
+
+from tests.predictor.models import register, sms, text_pipeline
+from tests.support import processes as p
+from tests.support.waiting import wait_for  # noqa: F401 - re-exported for the suite
+
+SPAM = "WINNER!! Claim your free prize now, call 09061701461 to collect your cash award"
+HAM = "Are we still meeting for lunch tomorrow?"
+TEXT_SPEC = {"name": "x", "task": "text-classification",
+             "data": {"uri": "data/sms_spam.csv", "text_column": "text", "label_column": "label"},
+             "metric": {"name": "f1_macro", "higher_is_better": True, "threshold": 0.5},
+             "quality": {"window_size": 50, "feedback_ttl_seconds": 3600}}
+
+
+class RedisServer:
+    """A redis-server of the test's own on a fixed free port, so stopping it breaks nobody else."""
+
+    def __init__(self, log_dir: Path, data_dir: Path, persistent: bool = False) -> None:
+        self.port = p.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+               "--dir", str(data_dir)]
+        if persistent:
+            cmd += ["--appendonly", "yes", "--appendfsync", "always"]
+        self.process = p.Process(f"redis-{self.port}", cmd, {}, log_dir)
+
+    def start(self) -> RedisServer:
+        self.process.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                conn = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+                try:
+                    if conn.ping():
+                        return self
+                finally:
+                    conn.close()
+            time.sleep(0.1)
+        raise TimeoutError(f"redis-server on {self.port} did not start:\n{self.process.log_tail()}")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_connect_timeout=2)
+
+
+class MlflowServer:
+    """An MLflow server of the test's own (own Postgres db, own artifacts), restartable on the same port."""
+
+    def __init__(self, db_url: str, artifacts: Path, log_dir: Path) -> None:
+        self.db_url, self.artifacts, self.log_dir = db_url, artifacts, log_dir
+        self.port = p.free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: p.Process | None = None
+
+    def start(self) -> MlflowServer:
+        self.process, _ = p.mlflow_server(self.db_url, self.artifacts, self.log_dir, port=self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+@contextlib.contextmanager
+def own_mlflow(log_dir: Path, tmp: Path) -> Iterator[MlflowServer]:
+    with p.postgres_database("mlops_test_faults_mlflow") as db_url:
+        server = MlflowServer(db_url, tmp / "artifacts", log_dir).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def register_text_model(mlflow_uri: str, name: str, versions: int = 1) -> list[str]:
+    """Logs one small sms-spam classifier and registers it ``versions`` times (same artifacts)."""
+    texts, labels = sms(400)
+    model = text_pipeline(texts, labels)
+    first = register(mlflow_uri, name, model, pd.DataFrame({"text": texts[:3]}), "text-classification",
+                     texts, model.predict(texts), TEXT_SPEC)
+    client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+    mv = client.get_model_version(name, first)
+    model_id = getattr(mv, "model_id", None) or mv.source.removeprefix("models:/")
+    out = [first]
+    for _ in range(versions - 1):
+        out.append(str(client.create_model_version(name, source=mv.source, run_id=mv.run_id,
+                                                   model_id=model_id).version))
+    return out
+
+
+def set_production(mlflow_uri: str, name: str, version: str) -> None:
+    """Moves the alias in MLflow only (no event): what a predictor must notice by polling."""
+    MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri).set_registered_model_alias(
+        name, "production", version)
+
+
+def served_version(url: str) -> str | None:
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        return httpx.get(f"{url}/model", timeout=5).json().get("model_version")
+    return None
+
+
+def stop_all(processes: list[p.Process]) -> None:
+    """SIGTERM to every process at once, then wait for each (a sequential stop waits on each one in turn)."""
+    for proc in processes:
+        proc.signal(signal.SIGTERM)
+    for proc in processes:
+        proc.stop()
+
+
+@dataclass
+class Load:
+    """Threads posting /predict in a loop until stopped; counts every request and every failure."""
+
+    url: str
+    threads: int = 3
+    sent: int = 0
+    failures: list[str] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)
+    request_ids: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.post(f"{self.url}/predict", json={"instances": [SPAM, HAM]})
+                    ok = r.status_code == 200
+                    detail = f"{r.status_code} {r.text[:200]}"
+                except httpx.HTTPError as exc:
+                    ok, detail = False, f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    self.sent += 1
+                    if ok:
+                        body = r.json()
+                        self.versions.add(str(body["model_version"]))
+                        if len(self.request_ids) < 2000:
+                            self.request_ids.append(body["request_id"])
+                    else:
+                        self.failures.append(detail)
+                time.sleep(0.01)
+
+    def __enter__(self) -> Load:
+        self._workers = [threading.Thread(target=self._loop, daemon=True) for _ in range(self.threads)]
+        for t in self._workers:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(60)
+
+
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    """Sum of every sample of ``name`` on /metrics whose labels include ``labels``."""
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if not (line.startswith(name + "{") or line.startswith(name + " ")):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of the process and all its descendants (e.g. the predictor's model-loader process)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return total

@@ -1,0 +1,298 @@
+"""Hostile input: property-based requests over every service's OpenAPI document find no 5xx, and the classic
+attacks (oversized and deeply nested bodies, huge strings, NaN and infinities, wrong content types, unicode
+edge cases, path traversal, SSRF to the stack's own addresses) all get a 4xx with a reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import ADMIN_TOKEN, TRAINER_TOKEN
+from tests.faults.support import SPAM
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES_PER_OPERATION = 12
+SECONDS_PER_SERVICE = 60
+DEEP = 100_000
+# Bodies no endpoint can accept (the others, e.g. a NUL inside a text to classify, may be valid input: they
+# must only never cause a 5xx).
+ALWAYS_INVALID = {"deeply nested arrays", "deeply nested objects", "NaN", "Infinity", "invalid UTF-8", "XML",
+                  "form", "plain text", "truncated JSON", "JSON scalar"}
+# The alert webhooks ignore unknown fields by contract (Grafana and Alertmanager add fields over time), so
+# a NaN in a field they never read is accepted and does nothing.
+EXTRA_FIELDS_OK = {"NaN", "Infinity"}
+
+
+def fuzz(base_url: str, headers: dict[str, str], budget: float) -> tuple[int, list[str]]:
+    """Runs generated requests for every operation of the service's OpenAPI document; returns (requests sent,
+    server errors seen). Hypothesis generates, the budget bounds the wall time on a busy CI machine."""
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    deadline = time.monotonic() + budget
+    sent, errors = 0, []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
+                  phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def check(case: schemathesis.Case) -> None:
+            nonlocal sent
+            if time.monotonic() > deadline:
+                return
+            response = case.call(base_url=base_url, headers=headers, timeout=60)
+            sent += 1
+            if response.status_code >= 500 and response.status_code != 503:
+                errors.append(f"{case.method} {case.formatted_path} {case.body!r:.300} -> "
+                              f"{response.status_code} {response.text[:300]}")
+
+        check()
+    return sent, errors
+
+
+@pytest.mark.parametrize("service", ["registry", "trainer", "predictor"])
+def test_property_based_requests_over_the_openapi_find_no_server_error(
+    service: str, registry_url: str, trainer_url: str, served_model: tuple[str, str, list[str]]
+) -> None:
+    """Up to 12 generated requests per operation of each service's OpenAPI (with valid tokens, so the
+    generated bodies reach the handlers) get no 5xx other than 503 (a dependency that is really down)."""
+    url, headers = {
+        "registry": (registry_url, {"Authorization": f"Bearer {ADMIN_TOKEN}"}),
+        "trainer": (trainer_url, {"Authorization": f"Bearer {TRAINER_TOKEN}"}),
+        "predictor": (served_model[0], {}),
+    }[service]
+    sent, errors = fuzz(url, headers, SECONDS_PER_SERVICE)
+    print(f"{service}: {sent} generated requests")
+    assert sent > 0
+    assert errors == []
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=20,
+)
+
+
+def test_property_based_json_bodies_to_the_predictor(served_model: tuple[str, str, list[str]]) -> None:
+    """The predictor's OpenAPI leaves /predict, /invocations and /feedback bodies open, so schemathesis has
+    little to generate there: 120 arbitrary JSON documents over the three (NaN and infinities included, also
+    wrapped as {"instances": ...} and {"request_id", "label"}) never get a 5xx."""
+    url = served_model[0]
+    errors: list[str] = []
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        @settings(max_examples=120, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @given(value=JSON, path=st.sampled_from(["/predict", "/invocations", "/feedback"]),
+               wrap=st.sampled_from(["raw", "instances", "feedback", "inputs"]))
+        def check(value: object, path: str, wrap: str) -> None:
+            body = {"raw": value, "instances": {"instances": value}, "inputs": {"inputs": value},
+                    "feedback": {"request_id": value, "label": value}}[wrap]
+            r = client.post(path, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+            if r.status_code >= 500:
+                errors.append(f"{path} {body!r:.200} -> {r.status_code} {r.text[:200]}")
+
+        check()
+    assert errors == []
+
+
+def hostile_bodies() -> list[tuple[str, bytes, str]]:
+    """(label, body, content type) of requests no JSON endpoint may answer with a 5xx."""
+    return [
+        ("deeply nested arrays", b"[" * DEEP + b"]" * DEEP, "application/json"),
+        ("deeply nested objects", b'{"a":' * DEEP + b"1" + b"}" * DEEP, "application/json"),
+        ("NaN", b'{"instances": [NaN], "version": NaN, "challenger_score": NaN, "reason": NaN}', "application/json"),
+        ("Infinity", b'{"instances": [Infinity], "version": "1", "challenger_score": -Infinity}', "application/json"),
+        ("lone surrogate", b'{"instances": ["\\ud800"], "reason": "\\udfff", "comment": "\\ud800",'
+                           b' "model_name": "\\ud800"}', "application/json"),
+        ("NUL characters", b'{"instances": ["a\\u0000b"], "reason": "\\u0000", "comment": "\\u0000",'
+                           b' "model_name": "a\\u0000"}', "application/json"),
+        ("invalid UTF-8", b'{"instances": ["\xff\xfe\xfa"], "reason": "\xc3\x28"}', "application/json"),
+        ("BOM and RTL overrides", '\ufeff{"instances": ["\u202e\u0000\U0001F4A9"], "reason": "\u202e"}'.encode(),
+         "application/json"),
+        ("XML", b"<?xml version='1.0'?><instances><i>spam</i></instances>", "application/xml"),
+        ("form", b"instances=spam&reason=x", "application/x-www-form-urlencoded"),
+        ("plain text", b"free entry to win cash", "text/plain"),
+        ("truncated JSON", b'{"instances": ["a"', "application/json"),
+        ("JSON scalar", b"42", "application/json"),
+        ("huge string", b'{"instances": ["' + b"a" * 3_000_000 + b'"], "reason": "' + b"b" * 100 + b'"}',
+         "application/json"),
+    ]
+
+
+def post_targets(registry_url: str, trainer_url: str, predictor_url: str, model: str) -> list[tuple[str, dict]]:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    return [
+        (f"{predictor_url}/predict", {}),
+        (f"{predictor_url}/invocations", {}),
+        (f"{predictor_url}/feedback", {}),
+        (f"{registry_url}/models/{model}/promote", admin),
+        (f"{registry_url}/models/{model}/incidents", admin),
+        (f"{registry_url}/models/{model}/gate", admin),
+        (f"{registry_url}/decisions/1/approve", admin),
+        (f"{trainer_url}/retrain", {}),
+        (f"{trainer_url}/alerts/grafana", {"Authorization": f"Bearer {TRAINER_TOKEN}"}),
+    ]
+
+
+def test_hostile_bodies_get_a_client_error(registry_url: str, trainer_url: str,
+                                           served_model: tuple[str, str, list[str]]) -> None:
+    """Deep nesting, NaN/Infinity, lone surrogates, NUL characters, invalid UTF-8, BOM/RTL characters, XML,
+    forms, plain text, truncated JSON, scalars and multi-megabyte strings sent to every JSON endpoint of the
+    three services (with valid tokens, on a model that exists) never get a 5xx; the ones no endpoint can
+    accept get a 4xx with a reason; the services answer /health afterwards."""
+    predictor, model, _ = served_model
+    failures = []
+    with httpx.Client(timeout=120) as client:
+        for url, headers in post_targets(registry_url, trainer_url, predictor, model):
+            lenient = "/alerts/" in url
+            for label, body, content_type in hostile_bodies():
+                try:
+                    r = client.post(url, content=body, headers={**headers, "content-type": content_type})
+                except httpx.HTTPError as exc:
+                    failures.append(f"{label} → {url}: {type(exc).__name__} {exc}")
+                    continue
+                invalid = label in ALWAYS_INVALID and not (lenient and label in EXTRA_FIELDS_OK)
+                if r.status_code >= 500 or (invalid and not 400 <= r.status_code < 500):
+                    failures.append(f"{label} → {url}: {r.status_code} {r.text[:200]}")
+                elif not r.text.strip():
+                    failures.append(f"{label} → {url}: {r.status_code} with an empty body")
+        for base in (registry_url, trainer_url, predictor):
+            assert client.get(f"{base}/health").status_code == 200
+    assert failures == [], "\n".join(failures)
+
+
+def test_valid_bodies_with_unstorable_text_get_a_client_error(registry_url: str, trainer_url: str,
+                                                               served_model: tuple[str, str, list[str]]) -> None:
+    """Otherwise valid registry-proxy and trainer-api bodies whose free-text fields hold a NUL character (which
+    Postgres cannot store) or a lone surrogate get a 4xx naming the problem, never a 5xx."""
+    _, model, _ = served_model
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    failures = []
+    for text in ("nul \u0000 inside", "surrogate \ud800 inside"):
+        requests = [
+            (f"{registry_url}/models/{model}/incidents", {"reason": text}),
+            (f"{registry_url}/models/{model}/rollback", {"reason": text}),
+            (f"{registry_url}/models/{model}/promote", {"version": "999", "reason": text}),
+            (f"{registry_url}/decisions/999999/approve", {"comment": text}),
+            (f"{registry_url}/models/{model}/gate",
+             {"version": "999", "job_id": text, "metric": {"name": "f1_macro"}, "outcome": "kept", "reason": text}),
+            (f"{trainer_url}/retrain", {"model_name": model, "idempotency_key": text}),
+        ]
+        for url, body in requests:
+            raw = json.dumps(body).encode()  # json escapes the surrogate as \ud800, as a hostile client would
+            r = httpx.post(url, content=raw, headers={**admin, "content-type": "application/json"}, timeout=60)
+            if not 400 <= r.status_code < 500:
+                failures.append(f"{text!r} → {url}: {r.status_code} {r.text[:200]}")
+    assert failures == [], "\n".join(failures)
+
+
+def test_oversized_bodies_are_refused_with_413(registry_url: str, trainer_url: str,
+                                               served_model: tuple[str, str, list[str]]) -> None:
+    """A body over the predictor's MAX_BODY_BYTES (1 MB by default) is a 413 on /predict and /invocations,
+    and one over 2 MB (mlops_common.errors.MAX_JSON_BODY_BYTES) on registry-proxy's and trainer-api's JSON
+    routes, whether announced by Content-Length or streamed in chunks, before it is read into memory."""
+    predictor, model, _ = served_model
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"}
+    huge = b'{"reason": "' + b"x" * 3_000_000 + b'"}'
+    with httpx.Client(timeout=120) as client:
+        for url, headers in ((f"{registry_url}/models/{model}/incidents", admin), (f"{trainer_url}/retrain", admin),
+                             (f"{trainer_url}/alerts/grafana",
+                              {"Authorization": f"Bearer {TRAINER_TOKEN}", "content-type": "application/json"})):
+            r = client.post(url, content=huge, headers=headers)
+            assert r.status_code == 413, (url, r.status_code, r.text[:200])
+            r = client.post(url, content=iter([huge[i:i + 65536] for i in range(0, len(huge), 65536)]),
+                            headers=headers)
+            assert r.status_code == 413, (url, r.status_code, r.text[:200])
+    big = b'{"instances": ["' + b"x" * 2_000_000 + b'"]}'
+
+    def chunked():
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    with httpx.Client(timeout=120) as client:
+        for path in ("/predict", "/invocations"):
+            r = client.post(f"{predictor}{path}", content=big, headers={"content-type": "application/json"})
+            assert r.status_code == 413, r.text
+            r = client.post(f"{predictor}{path}", content=chunked(), headers={"content-type": "application/json"})
+            assert r.status_code == 413, r.text
+        ok = client.post(f"{predictor}/predict", json={"instances": [SPAM]})
+        assert ok.status_code == 200, ok.text
+
+
+def test_dataset_uris_cannot_escape_the_allowed_folders(trainer_url: str, model_name: str) -> None:
+    """Path traversal and file:// URIs outside the allowed data folders, and unsupported schemes, are refused
+    at POST /retrain with a 422 naming data.uri; nothing is queued."""
+    spec = {"task": "text-classification", "metric": {"name": "f1_macro", "threshold": 0.5},
+            "candidates": [{"featurizer": {"type": "bow"}, "estimator": {"type": "knn"}}]}
+    for uri in ("../../../../../../etc/passwd", "data/../../../../etc/passwd", "/etc/passwd",
+                "file:///etc/passwd", "file://localhost/etc/passwd", "/proc/self/environ",
+                "data/%2e%2e/%2e%2e/etc/passwd", "gopher://127.0.0.1:6379/_FLUSHALL", "ftp://example.com/a.csv",
+                "\\\\evil\\share\\a.csv", "data/sms_spam.csv\u0000.txt"):
+        body = {"model_name": model_name,
+                "spec": {**spec, "data": {"uri": uri, "text_column": "text", "label_column": "label"}}}
+        r = httpx.post(f"{trainer_url}/retrain", json=body, timeout=60)
+        assert r.status_code == 422, (uri, r.status_code, r.text)
+        assert "uri" in r.text, (uri, r.text)
+    jobs = httpx.get(f"{trainer_url}/jobs", params={"model_name": model_name}, timeout=30).json()["jobs"]
+    assert jobs == []
+
+
+def test_dataset_urls_cannot_reach_the_stacks_own_addresses(trainer_url: str, registry_url: str, mlflow_uri: str,
+                                                            model_name: str) -> None:
+    """An http(s) data.uri whose host is internal (the MLflow server and registry-proxy on 127.0.0.1,
+    localhost, ::1, 0.0.0.0, link-local metadata addresses, private networks, decimal-encoded loopback) is
+    refused with a 422 before anything is queued (SSRF guard of trainer.datasets, DATA_ALLOWED_HOSTS to allow)."""
+    spec = {"task": "text-classification", "metric": {"name": "f1_macro", "threshold": 0.5},
+            "candidates": [{"featurizer": {"type": "bow"}, "estimator": {"type": "knn"}}]}
+    for uri in (f"{mlflow_uri}/api/2.0/mlflow/experiments/search?max_results=1", f"{registry_url}/audit",
+                "http://localhost:6379/", "http://[::1]:5432/", "http://0.0.0.0:8001/models",
+                "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/data.csv", "http://2130706433:8001/",
+                "https://127.0.0.1:443/a.csv"):
+        body = {"model_name": model_name,
+                "spec": {**spec, "data": {"uri": uri, "text_column": "text", "label_column": "label"}}}
+        r = httpx.post(f"{trainer_url}/retrain", json=body, timeout=60)
+        assert r.status_code == 422, (uri, r.status_code, r.text)
+        assert "internal address" in r.text and "DATA_ALLOWED_HOSTS" in r.text, r.text
+    jobs = httpx.get(f"{trainer_url}/jobs", params={"model_name": model_name}, timeout=30).json()["jobs"]
+    assert jobs == []
+
+
+def test_internal_hosts_are_reachable_only_when_configured(tmp_path: Path) -> None:
+    """DATA_ALLOWED_HOSTS (a host name, an address or a network) is the only way to let a data.uri reach an
+    internal address, and a redirect from an allowed host to a refused one is refused at the redirect."""
+    from trainer.datasets import DatasetError, DatasetStore
+
+    url = "http://127.0.0.1:9/data.csv"
+    with pytest.raises(DatasetError, match="internal address"):
+        DatasetStore(tmp_path, [tmp_path], 1024, 2, allowed_hosts=[]).check_uri(url)
+    for allowed in (["127.0.0.1"], ["127.0.0.0/8"]):
+        assert DatasetStore(tmp_path, [tmp_path], 1024, 2, allowed_hosts=allowed).check_uri(url) == "http"
+    store = DatasetStore(tmp_path, [tmp_path], 1024, 2, allowed_hosts=["localhost"])
+    with pytest.raises(DatasetError, match="internal address"):
+        store.check_uri(url)
+
+
+def test_upload_filenames_cannot_traverse(trainer_url: str, tmp_path: Path) -> None:
+    """An upload whose filename tries to climb out of DATASETS_DIR is stored under its sha256 only: nothing is
+    written where the filename points, and the stored snapshot is content-addressed."""
+    target = tmp_path / "escaped.csv"
+    names = [f"../../../../../../..{target}", str(target), "..\\..\\..\\evil.csv", "a/../../b.csv", "\u0000.csv",
+             ".." + "/" * 50 + "x.csv", "x" * 5000 + ".csv"]
+    for name in names:
+        content = f"text,label\nhello {name[:10]!r},ham\nwin cash,spam\n".encode()
+        r = httpx.post(f"{trainer_url}/datasets", files={"file": (name, content, "text/csv")}, timeout=60)
+        assert r.status_code in (201, 400, 413, 422), (name, r.status_code, r.text)
+        if r.status_code == 201:
+            body = r.json()
+            assert body["dataset_id"] == body["sha256"] and len(body["sha256"]) == 64
+    assert not target.exists()
+    assert not Path("/evil.csv").exists()

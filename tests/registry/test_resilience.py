@@ -1,0 +1,83 @@
+"""Dependencies failing: a dead MLflow is a 503 with a reason, lost database connections are recovered."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+
+from tests.registry.helpers import ADMIN, SERVICE, OwnRegistry, gate_body
+from tests.support import processes as p
+
+STALE_MODEL = f"stale-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def registry_without_mlflow(own_registry: OwnRegistry, base_env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """A replica whose MLflow is dead. Before it starts, a notification is left pending as a crash would."""
+    conn = psycopg2.connect(own_registry.db_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO notifications (created_at, updated_at, event, model_name, status, attempts, payload)"
+                    " VALUES (now() - interval '1 hour', now() - interval '1 hour', 'promotion', %s, 'pending', 1,"
+                    " %s)", (STALE_MODEL, json.dumps({"event": "promotion", "model": STALE_MODEL, "version": "1"})))
+    conn.close()
+    dead = f"http://127.0.0.1:{p.free_port()}"
+    env = {**base_env, "REGISTRY_DATABASE_URL": own_registry.db_url, "MLFLOW_TRACKING_URI": dead,
+           "NOTIFY_WEBHOOK_URL": own_registry.receiver.url}
+    proc, url = p.uvicorn_service("registry-proxy-no-mlflow", "registry_proxy.main:app", env, log_dir)
+    try:
+        yield url
+    finally:
+        proc.stop()
+
+
+def test_mlflow_down_is_503_with_a_reason(registry_without_mlflow: str) -> None:
+    with httpx.Client(base_url=registry_without_mlflow, timeout=60) as client:
+        for response in (client.get("/models"), client.get("/models/anything"),
+                         client.post("/models/anything/promote", json={"version": "1"}, headers=ADMIN),
+                         client.post("/models/anything/gate", json=gate_body("1", "promoted"), headers=SERVICE)):
+            assert response.status_code == 503, response.text
+            assert "MLflow unavailable" in response.json()["detail"]
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "mlflow" in ready.json()["problems"]
+        assert client.get("/audit").status_code == 200  # the database side still answers
+        page = client.get("/ui")
+        assert page.status_code == 200 and "MLflow unavailable" in page.text
+
+
+def test_pending_notifications_are_resent_at_start_up(registry_without_mlflow: str,
+                                                      own_registry: OwnRegistry) -> None:
+    deadline = time.monotonic() + 30
+    while not own_registry.receiver.for_model(STALE_MODEL) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [r["body"]["version"] for r in own_registry.receiver.for_model(STALE_MODEL)] == ["1"]
+    with httpx.Client(base_url=registry_without_mlflow, timeout=30) as client:
+        while client.get("/notifications", params={"model": STALE_MODEL}).json()[0]["status"] != "sent":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert client.get("/notifications", params={"model": STALE_MODEL}).json()[0]["attempts"] == 2
+
+
+def test_recovers_after_database_connections_are_killed(own_registry: OwnRegistry, model_name: str) -> None:
+    with httpx.Client(base_url=own_registry.url, timeout=60) as client:
+        assert client.get("/audit").status_code == 200
+        database = own_registry.db_url.rsplit("/", 1)[1]
+        admin = psycopg2.connect(p.PG_ADMIN_URL)
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:  # what a Postgres restart does to the pool's connections
+                cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+                assert cur.fetchone()[0] >= 1
+        finally:
+            admin.close()
+        assert client.get("/audit").status_code == 200
+        assert client.get("/decisions").status_code == 200
+        assert client.get("/ready").status_code == 200
