@@ -12,17 +12,33 @@ from trainer.settings import get_settings
 
 router = APIRouter(tags=["datasets"])
 CHUNK = 1024 * 1024
+MAX_NAME = 255
+
+
+def plain_file_name(name: str | None) -> str:
+    """The upload's file name, refused (422) unless it is a plain name: no folders, no ``..``, no control
+    characters. Snapshots are stored under their sha256, so the name is only recorded as the source."""
+    if not name:
+        return ""
+    if len(name) > MAX_NAME:
+        raise HTTPException(422, f"file name: longer than {MAX_NAME} characters")
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise HTTPException(422, f"file name: {name[:80]!r} is not a plain file name (no folders or '..')")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise HTTPException(422, "file name: control characters are not allowed")
+    return name
 
 
 @router.post("/datasets", status_code=201, max_body_size=get_settings().max_upload_bytes + 64 * 1024)
 def upload(file: UploadFile, datasets: Datasets) -> dict[str, Any]:
+    name = plain_file_name(file.filename)
+
     def chunks():
         while chunk := file.file.read(CHUNK):
             yield chunk
 
     try:
-        snap = datasets.ingest_stream(chunks(), source=f"upload:{file.filename or 'unnamed'}",
-                                      name=file.filename or "")
+        snap = datasets.ingest_stream(chunks(), source=f"upload:{name or 'unnamed'}", name=name)
     except DatasetTooLarge as exc:
         raise HTTPException(413, str(exc)) from exc
     except DatasetError as exc:
