@@ -16,7 +16,7 @@ import pandas as pd
 import redis
 from mlflow.tracking import MlflowClient
 
-from tests.predictor.models import register, sms, text_pipeline
+from tests.predictor.models import register, served_version, sms, text_pipeline  # noqa: F401 - re-exported
 from tests.support import processes as p
 from tests.support.waiting import wait_for  # noqa: F401 - re-exported for the suite
 
@@ -109,12 +109,6 @@ def set_production(mlflow_uri: str, name: str, version: str) -> None:
     """Moves the alias in MLflow only (no event): what a predictor must notice by polling."""
     MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri).set_registered_model_alias(
         name, "production", version)
-
-
-def served_version(url: str) -> str | None:
-    with contextlib.suppress(httpx.HTTPError, ValueError):
-        return httpx.get(f"{url}/model", timeout=5).json().get("model_version")
-    return None
 
 
 def stop_all(processes: list[p.Process]) -> None:

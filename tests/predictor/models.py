@@ -115,9 +115,10 @@ def promote(mlflow_uri: str, redis_url: str | None, channel: str | None, name: s
 
 
 def served_version(url: str) -> str | None:
+    """The version a predictor says it serves, or None while it cannot say (not up, no model yet)."""
     try:
         return httpx.get(f"{url}/model", timeout=5).json().get("model_version")
-    except httpx.HTTPError:
+    except (httpx.HTTPError, ValueError):
         return None
 
 
