@@ -59,6 +59,36 @@ def test_reject_keeps_production_and_blocks_promotion(api: httpx.Client, registe
     assert decision_id in [d["id"] for d in api.get("/decisions", params={"status": "rejected"}).json()]
 
 
+def test_moving_production_supersedes_other_pending_decisions(api: httpx.Client, register,
+                                                             mlflow_client: MlflowClient, model_name: str) -> None:
+    v1, v2, v3 = register(model_name), register(model_name), register(model_name)
+    api.post(f"/models/{model_name}/promote", json={"version": v1}, headers=ADMIN).raise_for_status()
+    older = _pending(api, model_name, v2, production_version=v1, production_score=0.7)
+    newer = _pending(api, model_name, v3, production_version=v1, production_score=0.7)
+
+    approved = api.post(f"/decisions/{newer}/approve", json={"comment": "v3 it is"}, headers=ADMIN)
+    assert approved.status_code == 200 and approved.json()["production_version"] == v3
+    stale = api.get(f"/decisions/{older}").json()
+    assert stale["status"] == "superseded"
+    late = api.post(f"/decisions/{older}/approve", json={"comment": "too late"}, headers=ADMIN)
+    assert late.status_code == 409 and "superseded" in late.json()["detail"]
+    assert aliases(mlflow_client, model_name)["production"] == v3
+    assert mlflow_client.get_model_version(model_name, v2).tags["mlops.decision"] == "superseded"
+    assert older in [d["id"] for d in api.get("/decisions", params={"status": "superseded"}).json()]
+    assert older not in [d["id"] for d in api.get("/decisions", params={"status": "pending"}).json()]
+    audit = api.get("/audit", params={"model": model_name}).json()["items"]
+    assert [r["action"] for r in audit][:3] == ["approve", "promote", "supersede"]
+
+    # Rolling back moves production too: a decision made against v3 is superseded by it.
+    v4 = register(model_name)
+    against_v3 = _pending(api, model_name, v4, production_version=v3, production_score=0.7)
+    api.post(f"/models/{model_name}/rollback", json={"reason": "v3 misbehaves"}, headers=ADMIN).raise_for_status()
+    assert api.get(f"/decisions/{against_v3}").json()["status"] == "superseded"
+    # An explicit promotion of a superseded version is still a human's call.
+    promoted = api.post(f"/models/{model_name}/promote", json={"version": v2}, headers=ADMIN)
+    assert promoted.status_code == 200 and promoted.json()["production_version"] == v2
+
+
 def test_unknown_decisions_and_bad_filters(api: httpx.Client) -> None:
     assert api.get("/decisions/999999").status_code == 404
     assert api.post("/decisions/999999/approve", headers=ADMIN).status_code == 404

@@ -154,6 +154,7 @@ class Governance:
             run_id = self.registry.get_version(model, version).run_id
             metrics = self.registry.run_info(run_id)[0] if run_id else {}
         self._resolve_incidents(session, model, "promotion")
+        self._supersede_pending(session, model, version, actor)
         audit.record(session, actor=actor, action="promote", model=model, from_version=current, to_version=version,
                      reason=reason, metrics=metrics, details={"via": via, "requested_at": requested_at,
                                                               **(details or {})})
@@ -162,6 +163,22 @@ class Governance:
         self._notify(unit, "promotion", model, version=version, from_version=current, reason=reason,
                      metrics=metrics, via=via, actor=actor)
         return True
+
+    def _supersede_pending(self, session: Session, model: str, production: str, actor: str) -> None:
+        """Production moved to ``production``: every other pending decision of the model compared its challenger
+        with a production that is gone, so it can no longer be acted on. Approving one would swap the new
+        production for an older candidate judged against the wrong baseline; retrain to ask again."""
+        stale = session.scalars(select(Decision).where(Decision.model_name == model, Decision.status == "pending",
+                                                       Decision.version != production).with_for_update()).all()
+        for decision in stale:
+            decision.status = "superseded"
+            decision.decided_at, decision.decided_by = _now(), actor
+            decision.comment = f"production moved to version {production} before this was decided"
+            self.registry.set_tags(model, decision.version, {"mlops.decision": "superseded",
+                                                             "mlops.decision_id": decision.id})
+            audit.record(session, actor=actor, action="supersede", model=model,
+                         from_version=decision.production_version, to_version=decision.version,
+                         reason=decision.comment, details={"decision_id": decision.id})
 
     def _pending_for(self, session: Session, model: str, version: str) -> Decision | None:
         return session.scalars(select(Decision).where(Decision.model_name == model, Decision.version == version,
@@ -201,6 +218,7 @@ class Governance:
             if current:
                 self.registry.set_tags(model, current, {"mlops.rolled_back_at": _now().isoformat()})
             self._resolve_incidents(unit.session, model, "rollback")
+            self._supersede_pending(unit.session, model, target, actor)
             audit.record(unit.session, actor=actor, action="rollback", model=model, from_version=current,
                          to_version=target, reason=reason)
             unit.after_commit.append(ROLLBACKS.labels(model_name=model).inc)

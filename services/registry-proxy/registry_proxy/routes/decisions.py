@@ -18,7 +18,7 @@ router = APIRouter(prefix="/decisions", tags=["decisions"])
 
 
 @router.get("")
-def list_decisions(ctx: Ctx, status: Literal["pending", "approved", "rejected"] | None = None,
+def list_decisions(ctx: Ctx, status: Literal["pending", "approved", "rejected", "superseded"] | None = None,
                    model: str | None = None,
                    limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
     query = select(Decision).order_by(Decision.id.desc()).limit(limit)
