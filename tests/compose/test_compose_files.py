@@ -64,6 +64,23 @@ def test_only_public_apis_grafana_and_prometheus_are_published(base: dict) -> No
     assert all(p.startswith("127.0.0.1:") for p in override["mlflow"]["ports"])
 
 
+def test_each_service_gets_only_its_own_secrets(base: dict) -> None:
+    """env_file hands every Python service the whole .env; the compose file blanks the secrets a service has no
+    use for, so a compromised predictor holds no token and no database password."""
+    secrets = set(re.findall(r"^([A-Z_]*(?:PASSWORD|TOKEN))=", (REPO / ".env.example").read_text(), re.M))
+    assert {"POSTGRES_PASSWORD", "REGISTRY_ADMIN_TOKEN", "TRAINER_API_TOKEN"} <= secrets
+    needs = {"predictor": set(), "registry-proxy": {"REGISTRY_ADMIN_TOKEN", "REGISTRY_SERVICE_TOKEN"}}
+    needs |= {name: {"REGISTRY_SERVICE_TOKEN", "TRAINER_API_TOKEN"}
+              for name in ("trainer-api", "trainer-worker", "trainer-beat")}
+    for name, own in needs.items():
+        service = base[name]
+        assert service["env_file"], name
+        env = service["environment"]
+        given = {key for key in secrets if env.get(key) != ""}
+        assert given == own, name
+        assert all(env[key].startswith(f"${{{key}:?") for key in own), name
+
+
 def test_state_lives_in_named_volumes(base: dict) -> None:
     volumes = load("docker-compose.yml")["volumes"]
     mounts = {name: [v.split(":")[0] for v in s.get("volumes", [])] for name, s in base.items()}
