@@ -25,6 +25,7 @@ from tests.faults.support import (
     wait_for,
 )
 from tests.support import processes as p
+from tests.trainer.helpers import sms_subset, submit, text_spec, wait_job
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -72,12 +73,20 @@ def soak_predictor(base_env: dict[str, str], mlflow_uri: str, log_dir: Path) -> 
         proc.stop()
 
 
-def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry_url: str) -> None:
+def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry_url: str, trainer_url: str,
+                            tmp_path: Path) -> None:
     """60 s of mixed traffic: three threads predicting, one sending ground-truth feedback for earlier
-    predictions, and a promotion through registry-proxy every 15 s (alternating versions). It ends with no
-    failed request, the predictor's RSS at most 100 MB above its value after warm-up, and the request
-    counts the clients sent equal to predictor_http_requests_total on /metrics, per handler."""
+    predictions, one retraining the model through trainer-api (a real Celery worker; a job at a time, the
+    gate may promote what it trains), and a promotion through registry-proxy every 15 s (alternating
+    versions). It ends with no failed request, every retrain job succeeded with its own model version, the
+    predictor's RSS at most 100 MB above its value after warm-up, and the request counts the clients sent
+    equal to predictor_http_requests_total on /metrics, per handler."""
     url, pid, name, versions = soak_predictor
+    upload = sms_subset(tmp_path / "soak.csv", rows=300)
+    r = httpx.post(f"{trainer_url}/datasets", files={"file": ("soak.csv", upload.read_bytes(), "text/csv")}, timeout=60)
+    assert r.status_code == 201, r.text
+    spec = text_spec(r.json()["dataset_id"], threshold=0.5)
+    jobs: list[dict] = []
     before_predict = metric_sum(url, "predictor_http_requests_total", handler="/predict", method="POST")
     before_feedback = metric_sum(url, "predictor_http_requests_total", handler="/feedback", method="POST")
     feedback_sent, feedback_failures = 0, []
@@ -100,8 +109,18 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
                             feedback_failures.append(f"{r.status_code} {r.text[:200]}")
                     time.sleep(0.2)
 
+        def retrain() -> None:
+            while not stop.is_set():
+                sent = submit(trainer_url, name, spec)
+                if sent.status_code != 202:
+                    jobs.append({"status": f"HTTP {sent.status_code}", "error": sent.text[:200]})
+                    return
+                jobs.append(wait_job(trainer_url, sent.json()["job_id"], timeout=300))
+
         feeder = threading.Thread(target=give_feedback, daemon=True)
         feeder.start()
+        retrainer = threading.Thread(target=retrain, daemon=True)
+        retrainer.start()
         time.sleep(10)
         warm_rss = rss_bytes(pid)
         start = time.monotonic()
@@ -113,15 +132,21 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
             time.sleep(min(PROMOTE_EVERY_SECONDS, max(0.0, SOAK_SECONDS - (time.monotonic() - start))))
         stop.set()
         feeder.join(60)
+        retrainer.join(300)
     end_rss = rss_bytes(pid)
 
     after_predict = metric_sum(url, "predictor_http_requests_total", handler="/predict", method="POST")
     after_feedback = metric_sum(url, "predictor_http_requests_total", handler="/feedback", method="POST")
     print(f"soak: {load.sent} predictions, {feedback_sent} feedbacks, {promotions} promotions, "
+          f"{len(jobs)} retrains ({[j.get('decision') for j in jobs]}), "
           f"RSS {warm_rss / 2**20:.0f} MB → {end_rss / 2**20:.0f} MB")
     assert load.failures == [] and feedback_failures == []
     assert load.sent > 100 and feedback_sent > 10 and promotions >= 4
-    assert load.versions == set(versions)
+    assert not retrainer.is_alive() and jobs, "no retrain job finished"
+    assert all(j["status"] == "succeeded" for j in jobs), jobs
+    trained = [j["model_version"] for j in jobs]
+    assert len(set(trained)) == len(jobs) and not set(trained) & set(versions), trained
+    assert set(versions) <= load.versions <= set(versions) | set(trained)
     assert end_rss - warm_rss <= RSS_GROWTH_BOUND, (warm_rss, end_rss)
     assert after_predict - before_predict == load.sent
     assert after_feedback - before_feedback == feedback_sent
