@@ -3,8 +3,9 @@
 Parsing and schema enforcement are MLflow's own (``infer_and_parse_data``, ``parse_csv_input`` and
 ``PyFuncModel.predict``), so a client of ``mlflow models serve`` gets the same answers here. For text models
 whose input is exactly the one string column, the texts go through the micro-batcher like /predict (the
-pyfunc wrapper would call the same ``pipeline.predict`` on the same strings); anything else, and any input
-that does not fit that shape, is scored by the pyfunc model itself, one request per call.
+pyfunc wrapper would call the same ``pipeline.predict`` on the same strings); the two common JSON shapes of
+such input are read straight from the JSON, without a DataFrame. Anything else, and any input that does not
+fit that shape, is parsed by MLflow and scored by the pyfunc model itself, one request per call.
 """
 
 from __future__ import annotations
@@ -97,6 +98,36 @@ def _batched_texts(model: LoadedModel, frame: Any, params: dict[str, Any] | None
     return texts if all(type(t) is str for t in texts) else None
 
 
+def fast_texts(body: bytes, content_type: str, model: LoadedModel) -> list[str] | None:
+    """The texts of the two common JSON shapes for a text model, read without building a DataFrame:
+    ``{"dataframe_split": {"columns": [col], "data": [[text], ...]}}`` and
+    ``{"dataframe_records": [{col: text}, ...]}``. None for anything else (params, other keys or columns,
+    a non-string value, CSV, invalid JSON), which then takes MLflow's own parsing and its error messages."""
+    if not isinstance(model.inputs, TextInputs) or content_type.partition(";")[0].strip().lower() not in (JSON, ""):
+        return None
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict) or len(payload) != 1:
+        return None
+    column = model.inputs.column
+    if isinstance(split := payload.get("dataframe_split"), dict):
+        if split.get("columns") != [column] or not set(split) <= {"columns", "data", "index"}:
+            return None
+        data = split.get("data")
+        if not isinstance(data, list) or not all(isinstance(row, list) and len(row) == 1 for row in data):
+            return None
+        texts = [row[0] for row in data]
+    elif isinstance(records := payload.get("dataframe_records"), list):
+        if not all(isinstance(rec, dict) and len(rec) == 1 and column in rec for rec in records):
+            return None
+        texts = [rec[column] for rec in records]
+    else:
+        return None
+    return texts if all(type(t) is str for t in texts) else None
+
+
 def error_body(status: int, message: str) -> tuple[int, bytes]:
     return status, orjson.dumps({"error_code": "BAD_REQUEST", "message": message, "detail": message})
 
@@ -108,13 +139,17 @@ async def handle(svc: Any, cfg: Any, body: bytes, content_type: str) -> tuple[in
         return 503, orjson.dumps({"detail": f"no production version of model {svc.name!r} is being served yet: "
                                             "nothing holds the 'production' alias, or it is still loading"})
     try:
-        frame, params = parse(body, content_type or JSON, model)
-        rows = rows_of(frame)
+        texts = fast_texts(body, content_type, model) if svc.batcher is not None else None
+        frame = params = None
+        if texts is None:
+            frame, params = parse(body, content_type or JSON, model)
+        rows = len(texts) if texts is not None else rows_of(frame)
         if rows > cfg.max_instances:
             raise ProtocolError(422, f"at most {cfg.max_instances} rows per request, got {rows}")
         if rows == 0:
             raise ProtocolError(422, "the input holds no rows")
-        texts = _batched_texts(model, frame, params)
+        if texts is None:
+            texts = _batched_texts(model, frame, params)
         if texts is not None and svc.batcher is not None:
             try:
                 _, values, _ = await svc.batcher.submit(texts, False, model)
