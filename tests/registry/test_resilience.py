@@ -81,3 +81,49 @@ def test_recovers_after_database_connections_are_killed(own_registry: OwnRegistr
         assert client.get("/audit").status_code == 200
         assert client.get("/decisions").status_code == 200
         assert client.get("/ready").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def impatient_registry(base_env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, str]]:
+    """A registry-proxy of its own database that waits at most 2 s for a table lock; yields (url, db_url)."""
+    with p.postgres_database("mlops_test_registry_impatient") as db_url:
+        env = {**base_env, "REGISTRY_DATABASE_URL": db_url, "REGISTRY_LOCK_TIMEOUT_SECONDS": "2"}
+        proc, url = p.uvicorn_service("registry-proxy-impatient", "registry_proxy.main:app", env, log_dir)
+        try:
+            yield url, db_url
+        finally:
+            proc.stop()
+
+
+def test_a_change_that_fails_part_way_moves_the_aliases_back(impatient_registry: tuple[str, str], register,
+                                                             mlflow_client, model_name: str) -> None:
+    """Postgres refuses the audit row after MLflow already moved `production` and `previous` (another
+    session holds the audit table locked; the proxy gives up after its lock timeout): the answer is a 503,
+    the aliases are moved back, and no audit row is written. Once the table is free the same promotion
+    works."""
+    from tests.registry.helpers import aliases
+
+    url, db_url = impatient_registry
+    v1, v2 = register(model_name), register(model_name)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        client.post(f"/models/{model_name}/promote", json={"version": v1}, headers=ADMIN).raise_for_status()
+        before = aliases(mlflow_client, model_name)
+        assert before == {"production": v1}
+        locker = psycopg2.connect(db_url)
+        try:
+            with locker.cursor() as cur:
+                cur.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+                refused = client.post(f"/models/{model_name}/promote", json={"version": v2, "reason": "x"},
+                                      headers=ADMIN)
+            locker.rollback()
+        finally:
+            locker.close()
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["detail"]
+        assert aliases(mlflow_client, model_name) == before
+        actions = [r["action"] for r in client.get("/audit", params={"model": model_name}).json()["items"]]
+        assert actions == ["promote"]
+
+        promoted = client.post(f"/models/{model_name}/promote", json={"version": v2}, headers=ADMIN)
+        assert promoted.status_code == 200, promoted.text
+        assert aliases(mlflow_client, model_name) == {"production": v2, "previous": v1}

@@ -3,6 +3,8 @@
 Each mutation runs in one database transaction that first takes a per-model Postgres advisory lock, so
 concurrent changes to one model are serialized and always see the aliases the previous one left. Alias
 events go out right after MLflow accepted each change; notifications after the transaction committed.
+When a mutation fails part-way (MLflow or Postgres gone between two calls), the transaction rolls back and
+the aliases it had already moved are moved back, newest first, so the registry and the audit log agree.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 class Unit:
     session: Session
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # (alias, version before, version after) for every alias this unit moved, in order: undone if it fails.
+    moved: list[tuple[str, str | None, str | None]] = field(default_factory=list)
 
 
 def _now() -> datetime:
@@ -92,29 +96,49 @@ class Governance:
         timeout_ms = int(self.ctx.settings.registry_lock_timeout_seconds * 1000)
         with self.ctx.sessions() as session:
             unit = Unit(session)
-            with session.begin():
-                session.execute(text(f"SET LOCAL lock_timeout = {timeout_ms}"))
-                try:
-                    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"registry-proxy:{model}"))))
-                except DBAPIError as exc:
-                    if "55P03" in (getattr(exc.orig, "pgcode", None), getattr(exc.orig, "sqlstate", None)):
-                        raise Unavailable(f"another change to model {model!r} is still running, retry") from exc
-                    raise
-                yield unit
+            try:
+                with session.begin():
+                    session.execute(text(f"SET LOCAL lock_timeout = {timeout_ms}"))
+                    try:
+                        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"registry-proxy:{model}"))))
+                    except DBAPIError as exc:
+                        if "55P03" in (getattr(exc.orig, "pgcode", None), getattr(exc.orig, "sqlstate", None)):
+                            raise Unavailable(f"another change to model {model!r} is still running, retry") from exc
+                        raise
+                    yield unit
+            except BaseException:
+                self._undo_aliases(model, unit)
+                raise
             for callback in unit.after_commit:
                 try:
                     callback()
                 except Exception:
                     log.exception("after-commit callback failed")
 
-    def _set_alias(self, model: str, alias: str, version: str, old: str | None) -> None:
+    def _set_alias(self, unit: Unit | None, model: str, alias: str, version: str, old: str | None) -> None:
         self.registry.set_alias(model, alias, version)
+        if unit is not None:
+            unit.moved.append((alias, old, version))
         self.ctx.publisher.publish(ModelEvent(model=model, alias=alias, version=version, previous_version=old))
 
-    def _delete_alias(self, model: str, alias: str, old: str) -> None:
+    def _delete_alias(self, unit: Unit | None, model: str, alias: str, old: str) -> None:
         self.registry.delete_alias(model, alias)
+        if unit is not None:
+            unit.moved.append((alias, old, None))
         self.ctx.publisher.publish(ModelEvent(model=model, alias=alias, version=None, previous_version=old,
                                               action="delete"))
+
+    def _undo_aliases(self, model: str, unit: Unit) -> None:
+        """Moves back what a failed unit moved (best effort: MLflow may be the reason it failed)."""
+        for alias, old, new in reversed(unit.moved):
+            try:
+                if old is None:
+                    self._delete_alias(None, model, alias, new or "")
+                else:
+                    self._set_alias(None, model, alias, old, new)
+                log.warning("undid alias %s of %r after a failed change (back to %s)", alias, model, old)
+            except Exception:
+                log.exception("could not move alias %s of %r back to %s after a failed change", alias, model, old)
 
     def _notify(self, unit: Unit, event: str, model: str, **fields: Any) -> None:
         row_id = self.ctx.notifier.enqueue(unit.session, event, model, **fields)
@@ -143,9 +167,9 @@ class Governance:
         if current == version:
             return False
         if current:
-            self._set_alias(model, PREVIOUS, current, aliases.get(PREVIOUS))
+            self._set_alias(unit, model, PREVIOUS, current, aliases.get(PREVIOUS))
             aliases[PREVIOUS] = current
-        self._set_alias(model, PRODUCTION, version, current)
+        self._set_alias(unit, model, PRODUCTION, version, current)
         aliases[PRODUCTION] = version
         session = unit.session
         if requested_at is None:
@@ -212,9 +236,9 @@ class Governance:
             if not target:
                 raise Conflict(f"model {model!r} has no previous version to roll back to")
             current = aliases.get(PRODUCTION)
-            self._set_alias(model, PRODUCTION, target, current)
+            self._set_alias(unit, model, PRODUCTION, target, current)
             # The rolled-back version is not a safe rollback target: `previous` is cleared.
-            self._delete_alias(model, PREVIOUS, target)
+            self._delete_alias(unit, model, PREVIOUS, target)
             if current:
                 self.registry.set_tags(model, current, {"mlops.rolled_back_at": _now().isoformat()})
             self._resolve_incidents(unit.session, model, "rollback")
@@ -238,7 +262,7 @@ class Governance:
             aliases = self.registry.aliases(model)
             production_before = aliases.get(PRODUCTION)
             if aliases.get(CHALLENGER) != req.version:
-                self._set_alias(model, CHALLENGER, req.version, aliases.get(CHALLENGER))
+                self._set_alias(unit, model, CHALLENGER, req.version, aliases.get(CHALLENGER))
                 aliases[CHALLENGER] = req.version
             metrics = {
                 "metric": req.metric.name,
