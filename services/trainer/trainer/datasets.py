@@ -203,6 +203,7 @@ class DatasetStore:
             check_host(uri, self.allowed_hosts)
             return "http"
         if uri.startswith("s3://"):
+            split_s3(uri)
             if importlib.util.find_spec("boto3") is None:
                 raise DatasetError("data.uri: s3:// URIs need boto3 in the trainer image (and the S3 settings "
                                    "of the artifact store: MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); "
@@ -260,23 +261,38 @@ class DatasetStore:
             raise DatasetError(f"data.uri: could not download {url}: {exc}") from exc
 
     def _download_s3(self, uri: str) -> Snapshot:
-        """Through MLflow's S3 artifact repository, so the artifact store's S3 settings apply."""
-        import mlflow.artifacts
+        """One object, streamed through the boto3 client of MLflow's S3 artifact repository, so the artifact
+        store's S3 settings apply (MLFLOW_S3_ENDPOINT_URL, MLFLOW_S3_IGNORE_TLS, AWS_ACCESS_KEY_ID, ...). The
+        size limit holds before and while the bytes arrive; nothing is listed or downloaded besides the key."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
-        with tempfile.TemporaryDirectory(dir=self._root()) as tmp:
-            try:
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-            except Exception as exc:  # noqa: BLE001 - boto/MLflow raise many types
-                raise DatasetError(f"data.uri: could not download {uri}: {type(exc).__name__}: {exc}") from exc
-            if not local.is_file():
-                raise DatasetError(f"data.uri: {uri} is not a single file")
+        bucket, key = split_s3(uri)
+        try:
+            repo = S3ArtifactRepository(f"s3://{bucket}")
+            client = repo._get_s3_client()
+            extra = dict(getattr(repo, "_bucket_owner_params", {}) or {})
+            response = client.get_object(Bucket=bucket, Key=key, **extra)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            raise DatasetError(f"data.uri: could not download {uri}: {code}: {error.get('Message') or exc}") from exc
+        except (BotoCoreError, ValueError) as exc:  # no endpoint, no credentials, a malformed bucket name...
+            raise DatasetError(f"data.uri: could not download {uri}: {type(exc).__name__}: {exc}") from exc
+        body = response["Body"]
+        try:
+            if int(response.get("ContentLength") or 0) > self.max_bytes:
+                raise DatasetTooLarge(f"the dataset is larger than the limit of {self.max_bytes} bytes")
 
             def read_chunks():
-                with local.open("rb") as fh:
-                    while chunk := fh.read(CHUNK):
-                        yield chunk
+                try:
+                    yield from body.iter_chunks(CHUNK)
+                except (BotoCoreError, OSError) as exc:  # the connection broke mid-body
+                    raise DatasetError(f"data.uri: could not download {uri}: {type(exc).__name__}: {exc}") from exc
 
-            return self.ingest_stream(read_chunks(), source=uri, name=local.name)
+            return self.ingest_stream(read_chunks(), source=uri, name=key)
+        finally:
+            body.close()
 
     def _root(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -284,6 +300,14 @@ class DatasetStore:
 
     def load(self, snap: Snapshot) -> pd.DataFrame:
         return read_frame(snap.path, snap.format)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key); the key is taken as written (``?`` and ``#`` included)."""
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise DatasetError(f"data.uri: {uri!r} does not name one object; use s3://bucket/path/to/file.csv")
+    return bucket, key
 
 
 def check_host(url: str, allowed_hosts: Collection[str]) -> None:
