@@ -81,9 +81,10 @@ def worker_factory(base_env: dict[str, str], registry_url: str, log_dir: Path) -
     started: list[p.Process] = []
 
     def start(extra_env: dict[str, str] | None = None) -> p.Process:
+        env = {**base_env, **(extra_env or {})}
         cmd = [str(p.VENV_BIN / "celery"), "-A", "trainer.celery_app", "worker", "--loglevel", "INFO",
-               "--concurrency", "1", "--queues", base_env["CELERY_QUEUE"], "--hostname", f"w{len(started)}@%h"]
-        proc = p.Process(f"trainer-worker-{len(started)}", cmd, {**base_env, **(extra_env or {})}, log_dir).start()
+               "--concurrency", "1", "--queues", env["CELERY_QUEUE"], "--hostname", f"w{len(started)}@%h"]
+        proc = p.Process(f"trainer-worker-{len(started)}", cmd, env, log_dir).start()
         started.append(proc)
         return proc
 

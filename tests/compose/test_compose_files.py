@@ -67,10 +67,11 @@ def test_only_public_apis_grafana_and_prometheus_are_published(base: dict) -> No
 def test_each_service_gets_only_its_own_secrets(base: dict) -> None:
     """env_file hands every Python service the whole .env; the compose file blanks the secrets a service has no
     use for, so a compromised predictor holds no token and no database password."""
-    secrets = set(re.findall(r"^([A-Z_]*(?:PASSWORD|TOKEN))=", (REPO / ".env.example").read_text(), re.M))
+    example = (REPO / ".env.example").read_text()
+    secrets = set(re.findall(r"^#?\s*([A-Z_]*(?:PASSWORD|TOKEN|SECRET_ACCESS_KEY))=", example, re.M))
     assert {"POSTGRES_PASSWORD", "REGISTRY_ADMIN_TOKEN", "TRAINER_API_TOKEN"} <= secrets
     needs = {"predictor": set(), "registry-proxy": {"REGISTRY_ADMIN_TOKEN", "REGISTRY_SERVICE_TOKEN"}}
-    needs |= {name: {"REGISTRY_SERVICE_TOKEN", "TRAINER_API_TOKEN"}
+    needs |= {name: {"REGISTRY_SERVICE_TOKEN", "TRAINER_API_TOKEN", "AWS_SECRET_ACCESS_KEY"}
               for name in ("trainer-api", "trainer-worker", "trainer-beat")}
     for name, own in needs.items():
         service = base[name]
@@ -78,7 +79,7 @@ def test_each_service_gets_only_its_own_secrets(base: dict) -> None:
         env = service["environment"]
         given = {key for key in secrets if env.get(key) != ""}
         assert given == own, name
-        assert all(env[key].startswith(f"${{{key}:?") for key in own), name
+        assert all(env[key].startswith((f"${{{key}:?", f"${{{key}:-")) for key in own), name
 
 
 def test_state_lives_in_named_volumes(base: dict) -> None:

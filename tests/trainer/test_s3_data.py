@@ -62,18 +62,15 @@ def bucket(s3_endpoint: str, base_env: dict[str, str]) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def s3_trainer_url(base_env: dict[str, str], registry_url: str, s3_endpoint: str, log_dir: Path,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+                   worker_factory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """trainer-api and one worker with the S3 settings, on their own queue and their own DATASETS_DIR (so the
     snapshot's source is this S3 object, not an earlier upload of the same bytes)."""
     queue = f"training-s3-{uuid.uuid4().hex[:8]}"
-    env = {**base_env, **S3_SETTINGS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "CELERY_QUEUE": queue,
-           "DATASETS_DIR": str(tmp_path_factory.mktemp("datasets-s3"))}
-    api, url = p.uvicorn_service("trainer-api-s3", "trainer.api:app", env, log_dir)
-    worker = p.Process(f"trainer-worker-s3-{queue}",
-                       [str(p.VENV_BIN / "celery"), "-A", "trainer.celery_app", "worker", "--loglevel", "INFO",
-                        "--concurrency", "1", "--queues", queue, "--hostname", f"{queue}@%h"], env, log_dir)
+    extra = {**S3_SETTINGS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "CELERY_QUEUE": queue,
+             "DATASETS_DIR": str(tmp_path_factory.mktemp("datasets-s3"))}
+    api, url = p.uvicorn_service("trainer-api-s3", "trainer.api:app", {**base_env, **extra}, log_dir)
+    worker = worker_factory(extra)
     try:
-        worker.start()
         yield url
     finally:
         worker.stop()
