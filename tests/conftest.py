@@ -105,8 +105,9 @@ def trainer_url(base_env: dict[str, str], registry_url: str, worker_factory: Cal
 
 
 @pytest.fixture(scope="session")
-def predictor_factory(base_env: dict[str, str], registry_url: str, log_dir: Path) -> Iterator[Callable[..., str]]:
-    """Starts a predictor for a model name (with optional extra env); returns its base URL."""
+def predictor_factory(base_env: dict[str, str], log_dir: Path) -> Iterator[Callable[..., str]]:
+    """Starts a predictor for a model name (with optional extra env); returns its base URL. A predictor needs
+    MLflow and Redis only: tests that promote through registry-proxy ask for ``registry_url`` themselves."""
     started: list[p.Process] = []
 
     def start(model_name: str, extra_env: dict[str, str] | None = None) -> str:

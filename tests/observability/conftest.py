@@ -22,7 +22,6 @@ from tests.observability.stack import (
     text_spec,
     unique,
 )
-from tests.support import processes as p
 
 
 @pytest.fixture(scope="session")
@@ -37,31 +36,17 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Itera
 
 
 @pytest.fixture(scope="session")
-def mlflow_metrics_url(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[str]:
-    """The session's MLflow when it runs with --expose-prometheus; otherwise one of our own that does."""
-    if httpx.get(f"{mlflow_uri}/metrics", timeout=10).status_code == 200:
-        yield mlflow_uri
-        return
-    with p.postgres_database("mlops_test_obs_mlflow") as db_url:
-        proc, uri = p.mlflow_server(db_url, tmp_path_factory.mktemp("obs-artifacts"), log_dir,
-                                    metrics_dir=tmp_path_factory.mktemp("obs-mlflow-metrics"))
-        try:
-            yield uri
-        finally:
-            proc.stop()
-
-
-@pytest.fixture(scope="session")
-def stack(prometheus: Prometheus, trainer_url: str, registry_url: str, mlflow_metrics_url: str,
+def stack(prometheus: Prometheus, trainer_url: str, registry_url: str, mlflow_uri: str,
           base_env: dict[str, str], log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Every state the panels show: a text model promoted, replaced and rolled back (with an incident), a
     tabular model, a model waiting for a human, a failed job, traffic, feedback and drift windows."""
     data = tmp_path_factory.mktemp("obs-data")
-    s = Stack(prometheus, trainer_url, registry_url, mlflow_metrics_url, dict(base_env), log_dir, data)
+    # The session's MLflow runs with --expose-prometheus (tests/conftest.py).
+    s = Stack(prometheus, trainer_url, registry_url, mlflow_uri, dict(base_env), log_dir, data)
     prometheus.add_target("registry-proxy", registry_url)
     prometheus.add_target("trainer-api", trainer_url)
-    prometheus.add_target("mlflow", mlflow_metrics_url)
-    httpx.get(f"{mlflow_metrics_url}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10)
+    prometheus.add_target("mlflow", mlflow_uri)
+    httpx.get(f"{mlflow_uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10)
     s.models = {"text": unique("obs-text"), "tabular": unique("obs-fares"), "pending": unique("obs-pending")}
     try:
         sms = sms_subset(data / "sms.csv")
