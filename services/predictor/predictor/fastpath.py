@@ -168,18 +168,24 @@ class FastPredict:
 
     async def _invocations(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
+        arrivals = self.service.arrivals
+        arrivals.arriving += 1  # text inputs join the micro-batcher too: counted like /predict
+        scope[COUNTED] = False
         size = 0
         try:
             body, size = await self._read(scope, receive)
             if body is None:
                 return
             content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), "")
-            status, content = await invocations.handle(self.service, self.settings, body, content_type)
+            status, content = await invocations.handle(self.service, self.settings, body, content_type, scope)
         except Reply as reply:
             status, content = reply.status, reply.body
         except Exception:
             log.exception("unexpected error on /invocations")
             status, content = 500, b'{"detail":"internal error"}'
+        finally:
+            if not scope[COUNTED]:
+                arrivals.arriving -= 1
         await send({"type": "http.response.start", "status": status,
                     "headers": [*JSON_HEADERS, (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})

@@ -132,8 +132,10 @@ def error_body(status: int, message: str) -> tuple[int, bytes]:
     return status, orjson.dumps({"error_code": "BAD_REQUEST", "message": message, "detail": message})
 
 
-async def handle(svc: Any, cfg: Any, body: bytes, content_type: str) -> tuple[int, bytes]:
-    """One /invocations request: (status, JSON body)."""
+async def handle(svc: Any, cfg: Any, body: bytes, content_type: str,
+                 scope: dict[str, Any] | None = None) -> tuple[int, bytes]:
+    """One /invocations request: (status, JSON body). ``scope`` is the ASGI scope when the request was counted
+    as arriving (by the fast path), so the micro-batcher knows when it has reached the queue."""
     model = svc.model
     if model is None:
         return 503, orjson.dumps({"detail": f"no production version of model {svc.name!r} is being served yet: "
@@ -150,6 +152,8 @@ async def handle(svc: Any, cfg: Any, body: bytes, content_type: str) -> tuple[in
             raise ProtocolError(422, "the input holds no rows")
         if texts is None:
             texts = _batched_texts(model, frame, params)
+        if scope is not None:  # parsed: from here it is either queued or not coming to the batcher at all
+            svc.arrivals.queued(scope)
         if texts is not None and svc.batcher is not None:
             try:
                 _, values, _ = await svc.batcher.submit(texts, False, model)
