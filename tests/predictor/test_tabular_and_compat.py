@@ -245,6 +245,20 @@ def test_invocations_unsupported_content_type(tabular: Tabular) -> None:
     assert answer.status_code == 415
 
 
+def test_invocations_refuse_a_charset_other_than_utf8_on_every_path(text_model: Tabular) -> None:
+    """The JSON shapes read without MLflow's parsing keep its content-type rules: UTF-8 only."""
+    import orjson
+
+    body = orjson.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}})
+    for content_type in ("application/json; charset=latin-1", "text/csv; charset=latin-1"):
+        answer = httpx.post(f"{text_model.url}/invocations", content=body, headers={"content-type": content_type})
+        assert answer.status_code == 415, (content_type, answer.text)
+        assert "UTF-8" in answer.json()["message"]
+    assert httpx.post(f"{text_model.url}/invocations", content=body,
+                      headers={"content-type": "application/json; charset=utf-8"}).json()["predictions"] == [
+        "spam", "ham"]
+
+
 # --- polling fallback -----------------------------------------------------------------------------------
 
 def test_polling_follows_the_alias_without_events_or_redis(start_predictor: Callable[..., str], mlflow_uri: str,

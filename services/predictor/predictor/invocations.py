@@ -33,8 +33,9 @@ class ProtocolError(Exception):
         self.status, self.message = status, message
 
 
-def parse(body: bytes, content_type: str, model: LoadedModel) -> tuple[Any, dict[str, Any] | None]:
-    """The input frame and params of an /invocations request."""
+def media_type(content_type: str) -> str:
+    """JSON or CSV, from an /invocations Content-Type (JSON when absent); 415 for anything else or a charset
+    other than UTF-8."""
     mime, _, parameters = content_type.partition(";")
     mime = mime.strip().lower() or JSON
     charset = "utf-8"
@@ -44,18 +45,30 @@ def parse(body: bytes, content_type: str, model: LoadedModel) -> tuple[Any, dict
             charset = value.strip().lower()
     if charset not in ("utf-8", "utf8"):
         raise ProtocolError(415, "the scoring protocol supports UTF-8 only")
+    if mime not in (JSON, CSV):
+        raise ProtocolError(415, f"content type {mime!r} is not supported: send {JSON} or {CSV}")
+    return mime
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The decoded JSON body of an /invocations request, which must be an object (400 otherwise)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(400, f"malformed JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ProtocolError(400, f"the body must be a JSON object with one of the keys {sorted(SUPPORTED_FORMATS)}")
+    return payload
+
+
+def parse(mime: str, body: bytes, payload: dict[str, Any] | None,
+          model: LoadedModel) -> tuple[Any, dict[str, Any] | None]:
+    """The input frame and params of an /invocations request: ``body`` when ``mime`` is CSV, else ``payload``
+    (the JSON object already decoded from it), both by MLflow's own parsing."""
     try:
         if mime == CSV:
             return parse_csv_input(io.StringIO(body.decode("utf-8")), schema=model.input_schema), None
-        if mime != JSON:
-            raise ProtocolError(415, f"content type {mime!r} is not supported: send {JSON} or {CSV}")
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ProtocolError(400, f"malformed JSON: {exc}") from exc
-        if not isinstance(payload, dict):
-            raise ProtocolError(400, "the body must be a JSON object with one of the keys "
-                                     f"{sorted(SUPPORTED_FORMATS)}")
+        assert payload is not None
         data = {k: v for k, v in payload.items() if k in SUPPORTED_FORMATS}
         if len(data) != 1:
             raise ProtocolError(400, f"send exactly one of {sorted(SUPPORTED_FORMATS)}; got keys {sorted(payload)}")
@@ -98,18 +111,12 @@ def _batched_texts(model: LoadedModel, frame: Any, params: dict[str, Any] | None
     return texts if all(type(t) is str for t in texts) else None
 
 
-def fast_texts(body: bytes, content_type: str, model: LoadedModel) -> list[str] | None:
+def fast_texts(payload: dict[str, Any], model: LoadedModel) -> list[str] | None:
     """The texts of the two common JSON shapes for a text model, read without building a DataFrame:
     ``{"dataframe_split": {"columns": [col], "data": [[text], ...]}}`` and
     ``{"dataframe_records": [{col: text}, ...]}``. None for anything else (params, other keys or columns,
-    a non-string value, CSV, invalid JSON), which then takes MLflow's own parsing and its error messages."""
-    if not isinstance(model.inputs, TextInputs) or content_type.partition(";")[0].strip().lower() not in (JSON, ""):
-        return None
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(payload, dict) or len(payload) != 1:
+    a non-string value), which then takes MLflow's own parsing and its error messages."""
+    if not isinstance(model.inputs, TextInputs) or len(payload) != 1:
         return None
     column = model.inputs.column
     if isinstance(split := payload.get("dataframe_split"), dict):
@@ -141,10 +148,12 @@ async def handle(svc: Any, cfg: Any, body: bytes, content_type: str,
         return 503, orjson.dumps({"detail": f"no production version of model {svc.name!r} is being served yet: "
                                             "nothing holds the 'production' alias, or it is still loading"})
     try:
-        texts = fast_texts(body, content_type, model) if svc.batcher is not None else None
+        mime = media_type(content_type)
+        payload = json_object(body) if mime == JSON else None
+        texts = fast_texts(payload, model) if payload is not None and svc.batcher is not None else None
         frame = params = None
         if texts is None:
-            frame, params = parse(body, content_type or JSON, model)
+            frame, params = parse(mime, body, payload, model)
         rows = len(texts) if texts is not None else rows_of(frame)
         if rows > cfg.max_instances:
             raise ProtocolError(422, f"at most {cfg.max_instances} rows per request, got {rows}")
