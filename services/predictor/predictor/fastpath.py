@@ -3,7 +3,7 @@
 FastAPI routing, dependency resolution and the instrumentator's per-request wrappers cost more CPU than a
 micro-batched prediction of a few texts, so this path skips them: it reads the body with a size limit,
 parses it with orjson, validates it against the served version's signature, hands it to the micro-batcher
-and writes the answer. It still records the instrumentator's HTTP metrics for /predict (same families,
+and writes the answer. It still records the instrumentator's HTTP metrics for both (same families,
 same labels), counts arrivals for the batcher, and answers every failure with a JSON 4xx/5xx.
 """
 
@@ -84,7 +84,7 @@ async def predict(svc: PredictorService, cfg: PredictorSettings, body: bytes, sc
 
 
 class HttpMetrics:
-    """Records /predict in the instrumentator's own metric families (found by name once they exist)."""
+    """Records one handler in the instrumentator's own metric families (found by name once they exist)."""
 
     NAMES = ("_http_requests_total", "_http_request_size_bytes", "_http_response_size_bytes",
              "_http_request_duration_highr_seconds", "_http_request_duration_seconds")
@@ -125,25 +125,23 @@ class HttpMetrics:
 
 
 class FastPredict:
-    """Outermost ASGI middleware: POST /predict is answered here, everything else goes to the app."""
+    """Outermost ASGI middleware: POST /predict and /invocations are answered here, everything else goes to
+    the app."""
 
     def __init__(self, app: Any, service: PredictorService, settings: PredictorSettings,
                  namespace: str = "predictor") -> None:
         self.app, self.service, self.settings = app, service, settings
-        self.http = HttpMetrics(namespace, PATH, "POST")
-        self.http_invocations = HttpMetrics(namespace, INVOCATIONS, "POST")
+        self.routes = {PATH: (self._predict, HttpMetrics(namespace, PATH, "POST")),
+                       INVOCATIONS: (self._invocations, HttpMetrics(namespace, INVOCATIONS, "POST"))}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
             await self.app(scope, receive, send)
             return
-        if scope["path"] == INVOCATIONS:
-            await self._invocations(scope, receive, send)
-            return
-        if scope["path"] != PATH:
-            await self.app(scope, receive, send)
-            return
+        answer, http = route
         started = time.perf_counter()
+        # Counted as arriving until the request reaches the micro-batcher's queue (or is known not to).
         arrivals = self.service.arrivals
         arrivals.arriving += 1
         scope[COUNTED] = False
@@ -152,11 +150,11 @@ class FastPredict:
             body, size = await self._read(scope, receive)
             if body is None:
                 return  # the client went away
-            status, content = 200, await predict(self.service, self.settings, body, scope)
+            status, content = await answer(body, scope)
         except Reply as reply:
             status, content = reply.status, reply.body
         except Exception:
-            log.exception("unexpected error on /predict")
+            log.exception("unexpected error on %s", scope["path"])
             status, content = 500, b'{"detail":"internal error"}'
         finally:
             if not scope[COUNTED]:
@@ -164,32 +162,14 @@ class FastPredict:
         await send({"type": "http.response.start", "status": status,
                     "headers": [*JSON_HEADERS, (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
-        self.http.observe(status, time.perf_counter() - started, size, len(content))
+        http.observe(status, time.perf_counter() - started, size, len(content))
 
-    async def _invocations(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        started = time.perf_counter()
-        arrivals = self.service.arrivals
-        arrivals.arriving += 1  # text inputs join the micro-batcher too: counted like /predict
-        scope[COUNTED] = False
-        size = 0
-        try:
-            body, size = await self._read(scope, receive)
-            if body is None:
-                return
-            content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), "")
-            status, content = await invocations.handle(self.service, self.settings, body, content_type, scope)
-        except Reply as reply:
-            status, content = reply.status, reply.body
-        except Exception:
-            log.exception("unexpected error on /invocations")
-            status, content = 500, b'{"detail":"internal error"}'
-        finally:
-            if not scope[COUNTED]:
-                arrivals.arriving -= 1
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*JSON_HEADERS, (b"content-length", str(len(content)).encode())]})
-        await send({"type": "http.response.body", "body": content})
-        self.http_invocations.observe(status, time.perf_counter() - started, size, len(content))
+    async def _predict(self, body: bytes, scope: dict[str, Any]) -> tuple[int, bytes]:
+        return 200, await predict(self.service, self.settings, body, scope)
+
+    async def _invocations(self, body: bytes, scope: dict[str, Any]) -> tuple[int, bytes]:
+        content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), "")
+        return await invocations.handle(self.service, self.settings, body, content_type, scope)
 
     async def _read(self, scope: dict[str, Any], receive: Any) -> tuple[bytes | None, int]:
         limit = self.settings.max_body_bytes
