@@ -12,7 +12,7 @@ import httpx
 import psycopg2
 import pytest
 
-from tests.registry.helpers import ADMIN, SERVICE, OwnRegistry, gate_body
+from tests.registry.helpers import ADMIN, SERVICE, OwnRegistry, aliases, gate_body
 from tests.support import processes as p
 
 STALE_MODEL = f"stale-{uuid.uuid4().hex[:8]}"
@@ -101,8 +101,6 @@ def test_a_change_that_fails_part_way_moves_the_aliases_back(impatient_registry:
     session holds the audit table locked; the proxy gives up after its lock timeout): the answer is a 503,
     the aliases are moved back, and no audit row is written. Once the table is free the same promotion
     works."""
-    from tests.registry.helpers import aliases
-
     url, db_url = impatient_registry
     v1, v2 = register(model_name), register(model_name)
     with httpx.Client(base_url=url, timeout=60) as client:
