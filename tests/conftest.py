@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import processes as p
+from tests.support.auth import ADMIN_TOKEN, SERVICE_TOKEN, TRAINER_TOKEN
 
-ADMIN_TOKEN = "test-admin-token"
-SERVICE_TOKEN = "test-service-token"
-TRAINER_TOKEN = "test-trainer-token"
+__all__ = ["ADMIN_TOKEN", "SERVICE_TOKEN", "TRAINER_TOKEN"]
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from prometheus_client import REGISTRY
 
+from mlops_common.auth import Authenticator, AuthError, Permission, authorize
 from predictor import invocations
 from predictor.batching import COUNTED, ModelError
 from predictor.inputs import InputError, check_list
@@ -129,8 +130,10 @@ class FastPredict:
     the app."""
 
     def __init__(self, app: Any, service: PredictorService, settings: PredictorSettings,
-                 namespace: str = "predictor") -> None:
+                 namespace: str = "predictor", authenticator: Authenticator | None = None) -> None:
         self.app, self.service, self.settings = app, service, settings
+        # Set when reads need a token (AUTH_OPEN_READS): predictions are reads.
+        self.authenticator = None if settings.open_reads else authenticator
         self.routes = {PATH: (self._predict, HttpMetrics(namespace, PATH, "POST")),
                        INVOCATIONS: (self._invocations, HttpMetrics(namespace, INVOCATIONS, "POST"))}
 
@@ -146,13 +149,21 @@ class FastPredict:
         arrivals.arriving += 1
         scope[COUNTED] = False
         size = 0
+        headers = JSON_HEADERS
         try:
+            if self.authenticator is not None:
+                authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"),
+                                     None)
+                await authorize(self.authenticator, authorization, Permission.READ, False)
             body, size = await self._read(scope, receive)
             if body is None:
                 return  # the client went away
             status, content = await answer(body, scope)
         except Reply as reply:
             status, content = reply.status, reply.body
+        except AuthError as exc:
+            status, content = exc.status, orjson.dumps({"detail": exc.detail})
+            headers = [*JSON_HEADERS, *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
         except Exception:
             log.exception("unexpected error on %s", scope["path"])
             status, content = 500, b'{"detail":"internal error"}'
@@ -160,7 +171,7 @@ class FastPredict:
             if not scope[COUNTED]:
                 arrivals.arriving -= 1
         await send({"type": "http.response.start", "status": status,
-                    "headers": [*JSON_HEADERS, (b"content-length", str(len(content)).encode())]})
+                    "headers": [*headers, (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
         http.observe(status, time.perf_counter() - started, size, len(content))
 

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mlops_common.auth import FeedbackGiver, Reader, RemoteAuthenticator
 from mlops_common.observability import configure_logging, instrument
 from predictor import fastpath, invocations
 from predictor.fastpath import FastPredict
@@ -51,7 +52,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 if settings.allow_model_deserialization:
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+settings.apply_mlflow_credentials()
 service = PredictorService(settings)
+authenticator = RemoteAuthenticator(settings.registry_url, settings.auth_cache_seconds)
 
 
 @asynccontextmanager
@@ -63,12 +66,15 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await service.stop()
+        await authenticator.aclose()
 
 
 app = FastAPI(title="predictor", version="0.1.0", lifespan=lifespan,
               description="Serves the production version of one registered model; follows the registry.")
 instrument(app, "predictor")
-app.add_middleware(FastPredict, service=service, settings=settings)
+app.state.authenticator = authenticator
+app.state.auth_open_reads = settings.open_reads
+app.add_middleware(FastPredict, service=service, settings=settings, authenticator=authenticator)
 
 
 async def get_service() -> PredictorService:
@@ -98,7 +104,9 @@ async def _invalid(_: Request, exc: RequestValidationError) -> Response:
 
 @app.exception_handler(StarletteHTTPException)
 async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-    return problem(exc.status_code, str(exc.detail))
+    response = problem(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 @app.exception_handler(Exception)
@@ -139,7 +147,7 @@ async def ready(svc: Service) -> Response:
 
 
 @app.get("/model")
-async def model_info(svc: Service) -> Response:
+async def model_info(svc: Service, _: Reader) -> Response:
     model = svc.model
     status = svc.follower.status
     body: dict[str, Any] = model.describe() if model else {"model_name": svc.name, "model_version": None}
@@ -159,7 +167,7 @@ async def model_info(svc: Service) -> Response:
 
 
 @app.post("/predict")
-async def predict(request: Request) -> Response:
+async def predict(request: Request, _: Reader) -> Response:
     """Body ``{"instances": [...], "probabilities": false}``: strings for text models, records for tabular.
 
     Normally answered by :class:`predictor.fastpath.FastPredict` before FastAPI sees it; this route is the
@@ -173,7 +181,7 @@ async def predict(request: Request) -> Response:
 
 
 @app.post("/invocations")
-async def invocations_(request: Request) -> Response:
+async def invocations_(request: Request, _: Reader) -> Response:
     """MLflow's scoring protocol: dataframe_split, dataframe_records, instances, inputs; JSON or CSV.
 
     Normally answered by :class:`predictor.fastpath.FastPredict`; this route runs the same code.
@@ -193,7 +201,7 @@ class Feedback(BaseModel):
 
 
 @app.post("/feedback")
-async def feedback(body: Feedback, svc: Service) -> Response:
+async def feedback(body: Feedback, svc: Service, _: FeedbackGiver) -> Response:
     """Ground truth for an earlier prediction: ``{"request_id", "label"}`` or ``{"request_id", "value"}``."""
     model = svc.model
     if model is None:

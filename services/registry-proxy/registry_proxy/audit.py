@@ -14,8 +14,10 @@ from registry_proxy.jsonsafe import finite
 
 def record(session: Session, *, actor: str, action: str, model: str, from_version: str | None = None,
            to_version: str | None = None, reason: str | None = None, metrics: dict[str, Any] | None = None,
-           details: dict[str, Any] | None = None, at: datetime | None = None) -> AuditEntry:
-    entry = AuditEntry(actor=actor, action=action, model_name=model, from_version=from_version,
+           details: dict[str, Any] | None = None, at: datetime | None = None,
+           on_behalf_of: str | None = None) -> AuditEntry:
+    entry = AuditEntry(actor=actor, on_behalf_of=on_behalf_of, action=action, model_name=model,
+                       from_version=from_version,
                        to_version=to_version, reason=reason or None, metrics=finite(metrics) or None,
                        details=finite(details) or None)
     if at is not None:
@@ -46,6 +48,7 @@ def to_dict(entry: AuditEntry) -> dict[str, Any]:
         "id": entry.id,
         "time": entry.created_at.isoformat() if entry.created_at else None,
         "actor": entry.actor,
+        "on_behalf_of": entry.on_behalf_of,
         "action": entry.action,
         "model_name": entry.model_name,
         "from_version": entry.from_version,

@@ -20,15 +20,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from mlops_common.contracts import GateOutcome, GateRequest, GoldenScores, decide, golden_veto
 from mlops_common.events import ModelEvent
 from mlops_common.mlflow_utils import CHALLENGER, PREVIOUS, PRODUCTION
-from registry_proxy import audit
+from registry_proxy import audit, policies
 from registry_proxy.context import AppContext
 from registry_proxy.db import Decision, GateCall, Incident
-from registry_proxy.errors import Conflict, NotFound, Unavailable
+from registry_proxy.errors import Conflict, NotFound, RegistryError, Unavailable
 from registry_proxy.metrics import GATE_CALLS, PROMOTIONS, ROLLBACKS
 from registry_proxy.mlflow_registry import failed_validation
-from registry_proxy.schemas import GateRequest
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ class Unit:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _score(golden: GoldenScores | None, side: str, metric: str) -> float | None:
+    scores = getattr(golden, side) if golden is not None else None
+    return (scores or {}).get(metric)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -79,6 +84,7 @@ def decision_dict(d: Decision, ctx: AppContext) -> dict[str, Any]:
         "decided_at": _iso(d.decided_at),
         "decided_by": d.decided_by,
         "comment": d.comment,
+        "evidence": d.evidence or {},
         "links": links,
     }
 
@@ -161,7 +167,7 @@ class Governance:
         return datetime.fromtimestamp(created / 1000, UTC).isoformat() if created else None
 
     def _move_production(self, unit: Unit, model: str, version: str, *, actor: str, reason: str, via: str,
-                         aliases: dict[str, str], requested_at: str | None = None,
+                         aliases: dict[str, str], requested_at: str | None = None, on_behalf_of: str | None = None,
                          metrics: dict[str, Any] | None = None, details: dict[str, Any] | None = None) -> bool:
         current = aliases.get(PRODUCTION)
         if current == version:
@@ -179,7 +185,8 @@ class Governance:
             metrics = self.registry.run_info(run_id)[0] if run_id else {}
         self._resolve_incidents(session, model, "promotion")
         self._supersede_pending(session, model, version, actor)
-        audit.record(session, actor=actor, action="promote", model=model, from_version=current, to_version=version,
+        audit.record(session, actor=actor, on_behalf_of=on_behalf_of, action="promote", model=model,
+                     from_version=current, to_version=version,
                      reason=reason, metrics=metrics, details={"via": via, "requested_at": requested_at,
                                                               **(details or {})})
         self.registry.set_tags(model, version, {"mlops.promoted_at": _now().isoformat(), "mlops.promoted_via": via})
@@ -251,6 +258,8 @@ class Governance:
                 "previous_version": None}
 
     def gate(self, model: str, req: GateRequest, actor: str) -> dict[str, Any]:
+        """Registers the job's model, applies this model's own policy and golden set to the reported scores,
+        and acts on the outcome. The trainer's own reading (``trainer_outcome``) is recorded, never trusted."""
         with self.unit(model) as unit:
             session = unit.session
             existing = session.get(GateCall, req.job_id)
@@ -258,65 +267,95 @@ class Governance:
                 if existing.model_name != model:
                     raise Conflict(f"job_id {req.job_id!r} was already gated for model {existing.model_name!r}")
                 return dict(existing.response)
-            self.registry.get_version(model, req.version)
+            policy = policies.in_force(session, self.ctx.settings, model, req.spec_policy,
+                                       req.requested_by or actor)
+            challenger = req.challenger_metrics.get(policy.metric)
+            if challenger is None:
+                raise RegistryError(f"the gate report has no {policy.metric!r} score, the metric of the model's "
+                                    f"policy (it has: {', '.join(sorted(req.challenger_metrics)) or 'none'})")
+            mv = self.registry.register(model, req.model_uri, req.run_id, req.job_id,
+                                        {"mlops.dataset_sha256": req.dataset_digest or ""})
+            version = str(mv.version)
             aliases = self.registry.aliases(model)
             production_before = aliases.get(PRODUCTION)
-            if aliases.get(CHALLENGER) != req.version:
-                self._set_alias(unit, model, CHALLENGER, req.version, aliases.get(CHALLENGER))
-                aliases[CHALLENGER] = req.version
+            if aliases.get(CHALLENGER) != version:
+                self._set_alias(unit, model, CHALLENGER, version, aliases.get(CHALLENGER))
+                aliases[CHALLENGER] = version
+            # Production's score counts only if it is the version that holds the alias now.
+            production = None
+            if production_before is not None and req.production_version == production_before:
+                production = (req.production_metrics or {}).get(policy.metric)
+            outcome, reason = decide(policy, challenger, production, production_before)
+            pinned = policies.pinned_sha(session, model)
+            if outcome == "promoted":
+                veto = golden_veto(policy, req.golden, pinned, production_before is not None)
+                if veto:
+                    outcome, reason = "pending_approval", f"{reason}; but {veto}: a human decides"
+            golden = req.golden.model_dump(mode="json") if req.golden else None
             metrics = {
-                "metric": req.metric.name,
-                "higher_is_better": req.metric.higher_is_better,
-                "threshold": req.metric.threshold,
-                "margin": req.metric.margin,
-                "challenger_score": req.challenger_score,
-                "production_score": req.production_score,
-                "production_version": req.production_version,
+                "metric": policy.metric, "higher_is_better": policy.higher_is_better,
+                "threshold": policy.threshold, "margin": policy.margin,
+                "challenger_score": challenger, "production_score": production,
+                "production_version": production_before,
+                "golden_challenger_score": _score(req.golden, "challenger", policy.metric),
+                "golden_production_score": _score(req.golden, "production", policy.metric),
             }
             requested_at = _iso(req.requested_at)
-            self.registry.set_tags(model, req.version, {
-                "mlops.gate.outcome": req.outcome,
-                "mlops.gate.metric": req.metric.name,
-                "mlops.gate.challenger_score": req.challenger_score,
-                "mlops.gate.production_score": req.production_score,
-                "mlops.gate.production_version": req.production_version,
-                "mlops.gate.threshold": req.metric.threshold,
+            self.registry.set_tags(model, version, {
+                "mlops.gate.outcome": outcome,
+                "mlops.gate.metric": policy.metric,
+                "mlops.gate.challenger_score": challenger,
+                "mlops.gate.production_score": production,
+                "mlops.gate.production_version": production_before,
+                "mlops.gate.threshold": policy.threshold,
+                "mlops.gate.golden_sha256": pinned,
+                "mlops.gate.golden_challenger_score": metrics["golden_challenger_score"],
+                "mlops.gate.golden_production_score": metrics["golden_production_score"],
                 "mlops.gate.dataset_digest": req.dataset_digest,
                 "mlops.gate.run_id": req.run_id,
                 "mlops.gate.job_id": req.job_id,
                 "mlops.gate.requested_at": requested_at,
-                "mlops.gate.reason": req.reason[:500] if req.reason else None,
+                "mlops.gate.requested_by": req.requested_by,
+                "mlops.gate.reason": reason[:500],
             })
             details = {"job_id": req.job_id, "run_id": req.run_id, "dataset_digest": req.dataset_digest,
-                       "outcome": req.outcome, "requested_at": requested_at}
-            audit.record(session, actor=actor, action="gate", model=model, from_version=production_before,
-                         to_version=req.version, reason=req.reason, metrics=metrics, details=details)
+                       "outcome": outcome, "trainer_outcome": req.trainer_outcome, "requested_at": requested_at,
+                       "golden": golden, "golden_sha256": pinned}
+            audit.record(session, actor=actor, on_behalf_of=req.requested_by, action="gate", model=model,
+                         from_version=production_before, to_version=version, reason=reason, metrics=metrics,
+                         details=details)
             decision_id: int | None = None
-            if req.outcome == "promoted":
-                self._move_production(unit, model, req.version, actor=actor, reason=req.reason or "gate: promoted",
-                                      via="gate", aliases=aliases, requested_at=requested_at, metrics=metrics,
-                                      details={"job_id": req.job_id, "run_id": req.run_id})
-            elif req.outcome == "pending_approval":
-                experiment_id = self.registry.run_info(req.run_id)[1] if req.run_id else None
+            if outcome == "promoted":
+                self._move_production(unit, model, version, actor=actor, on_behalf_of=req.requested_by,
+                                      reason=reason, via="gate", aliases=aliases, requested_at=requested_at,
+                                      metrics=metrics, details={"job_id": req.job_id, "run_id": req.run_id})
+                if req.test_split_sha256:
+                    policies.propose_golden(session, model, req.test_split_sha256, req.test_split_rows, actor,
+                                            version)
+            elif outcome == "pending_approval":
+                experiment_id = self.registry.run_info(req.run_id)[1]
                 decision = Decision(
-                    model_name=model, version=req.version, status="pending", job_id=req.job_id, run_id=req.run_id,
-                    experiment_id=experiment_id, metric_name=req.metric.name,
-                    higher_is_better=req.metric.higher_is_better, threshold=req.metric.threshold,
-                    challenger_score=req.challenger_score, production_version=production_before,
-                    production_score=req.production_score, dataset_digest=req.dataset_digest, reason=req.reason,
-                    requested_at=req.requested_at)
+                    model_name=model, version=version, status="pending", job_id=req.job_id, run_id=req.run_id,
+                    experiment_id=experiment_id, metric_name=policy.metric,
+                    higher_is_better=policy.higher_is_better, threshold=policy.threshold,
+                    challenger_score=challenger, production_version=production_before,
+                    production_score=production, dataset_digest=req.dataset_digest, reason=reason,
+                    requested_at=req.requested_at,
+                    evidence={"golden": golden, "golden_sha256": pinned, "requested_by": req.requested_by,
+                              "production_error": req.production_error})
                 session.add(decision)
                 session.flush()
                 decision_id = decision.id
                 view = decision_dict(decision, self.ctx)
-                self._notify(unit, "pending_decision", model, version=req.version, from_version=production_before,
-                             reason=req.reason, metrics=metrics, decision_id=view["id"], decision=view)
-            response = {"outcome": req.outcome, "decision_id": decision_id,
-                        "production_version": aliases.get(PRODUCTION)}
-            session.add(GateCall(job_id=req.job_id, model_name=model, version=req.version, outcome=req.outcome,
+                self._notify(unit, "pending_decision", model, version=version, from_version=production_before,
+                             reason=reason, metrics=metrics, decision_id=view["id"], decision=view)
+            result = GateOutcome(outcome=outcome, reason=reason, version=version, decision_id=decision_id,
+                                 production_version=aliases.get(PRODUCTION), policy=policy, golden=req.golden)
+            response = result.model_dump(mode="json")
+            session.add(GateCall(job_id=req.job_id, model_name=model, version=version, outcome=outcome,
                                  requested_at=req.requested_at, request=req.model_dump(mode="json"),
                                  response=response))
-            unit.after_commit.append(GATE_CALLS.labels(model_name=model, outcome=req.outcome).inc)
+            unit.after_commit.append(GATE_CALLS.labels(model_name=model, outcome=outcome).inc)
         return response
 
     def _decision(self, decision_id: int) -> Decision:

@@ -18,10 +18,11 @@ from registry_proxy.context import AppContext, Ctx
 from registry_proxy.db import make_engine, make_sessionmaker
 from registry_proxy.errors import RegistryError, install_handlers
 from registry_proxy.events import EventPublisher
+from registry_proxy.identity import Identity, LocalAuthenticator
 from registry_proxy.metrics import STATE
 from registry_proxy.mlflow_registry import Registry
 from registry_proxy.notifications import Notifier
-from registry_proxy.routes import audit, decisions, models, notifications, ui
+from registry_proxy.routes import audit, decisions, models, notifications, policies, principals, ui
 from registry_proxy.settings import get_settings
 
 log = logging.getLogger("registry_proxy")
@@ -32,9 +33,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings.apply_mlflow_credentials()
     engine = make_engine(settings.registry_database_url)
     migrations.upgrade(engine)
     sessions = make_sessionmaker(engine)
+    Identity(sessions).bootstrap(settings)
+    app.state.authenticator = LocalAuthenticator(sessions)
+    app.state.auth_open_reads = settings.open_reads
     ctx = AppContext(
         settings=settings,
         engine=engine,
@@ -64,7 +69,9 @@ app = FastAPI(title="registry-proxy", version="0.1.0", lifespan=lifespan, max_bo
 install_handlers(app)
 install_validation_handler(app)
 instrument(app, "registry")
+app.include_router(principals.router)
 app.include_router(models.router)
+app.include_router(policies.router)
 app.include_router(decisions.router)
 app.include_router(audit.router)
 app.include_router(notifications.router)

@@ -17,6 +17,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Tags that mark a version as having failed validation: promoting it is refused (409).
+JOB_TAG = "mlops.job_id"
 FAILED_VALUES = {"failed", "rejected", "invalid"}
 VALIDATION_TAGS = ("mlops.validation", "mlops.validation_status", "mlops.decision")
 
@@ -77,6 +78,23 @@ class Registry:
         except NotFound:
             return {}, None
         return dict(run.data.metrics), run.info.experiment_id
+
+    def register(self, name: str, model_uri: str, run_id: str, job_id: str, tags: dict[str, str]) -> ModelVersion:
+        """The version of ``name`` registered for ``job_id``: found by its job tag, or created from the logged
+        model (the registered model too, on first use). Only registry-proxy's MLflow user may do this."""
+        import mlflow
+
+        try:
+            self._call(f"model {name!r}", lambda: self.client.get_registered_model(name))
+        except NotFound:
+            self._call(f"model {name!r}", lambda: self.client.create_registered_model(name))
+        escaped = name.replace("'", "\\'")
+        found = self._call(f"versions of {name!r}", lambda: self.client.search_model_versions(
+            f"name = '{escaped}' and tags.`{JOB_TAG}` = '{job_id}'", max_results=10))
+        if found:
+            return found[0]
+        return self._call(f"a new version of {name!r}", lambda: mlflow.register_model(
+            model_uri, name, tags={JOB_TAG: job_id, "mlops.run_id": run_id, **tags}))
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call(f"alias {alias} of {name!r}", lambda: self.client.set_registered_model_alias(name, alias, version))

@@ -12,8 +12,11 @@ from mlops_common.settings import PLACEHOLDER_SECRET, CommonSettings
 
 class RegistrySettings(CommonSettings):
     registry_database_url: str = "postgresql://postgres@127.0.0.1:5432/registry"
+    # Tokens of the principals the stack creates for itself on start (stored as hashes; see identity.py):
+    # the first admin, the trainer service (asks the gate) and the alerting service (alert webhooks).
     registry_admin_token: str = PLACEHOLDER_SECRET
     registry_service_token: str = PLACEHOLDER_SECRET
+    trainer_api_token: str = PLACEHOLDER_SECRET
 
     # Where links in notifications and the UI point (the externally reachable base URL of this service).
     public_url: str = Field("http://127.0.0.1:8001", validation_alias=AliasChoices("PUBLIC_URL", "REGISTRY_PUBLIC_URL"))
@@ -37,6 +40,7 @@ class RegistrySettings(CommonSettings):
         return {
             "registry_admin_token": self.registry_admin_token,
             "registry_service_token": self.registry_service_token,
+            "trainer_api_token": self.trainer_api_token,
         }
 
     @property

@@ -34,7 +34,7 @@ const base = location.pathname.replace(/\\/ui\\/?$/, '');
 function token() {
   const field = document.getElementById('token');
   let value = field.value || sessionStorage.getItem('registryToken') || '';
-  if (!value) { value = window.prompt('Registry admin token') || ''; }
+  if (!value) { value = window.prompt('Your API token (role approver or admin)') || ''; }
   if (value) { sessionStorage.setItem('registryToken', value); field.value = value; }
   return value;
 }
@@ -114,24 +114,30 @@ def _decisions_section(ctx: AppContext, decisions: list[dict[str, Any]]) -> str:
         metric = d["metric"]
         direction = "higher is better" if metric["higher_is_better"] else "lower is better"
         run_link = f'<a href="{_e(d["links"]["run"])}">run</a>' if "run" in d["links"] else ""
+        golden = (d.get("evidence") or {}).get("golden") or {}
+        golden_cell = (f'<td class="golden">{_score((golden.get("challenger") or {}).get(metric["name"]))} vs '
+                       f'{_score((golden.get("production") or {}).get(metric["name"]))}</td>' if golden
+                       else '<td class="golden">—</td>')
         rows.append(
             f'<tr id="decision-{d["id"]}" class="decision"><td>#{d["id"]}</td><td>{_e(d["model_name"])}</td>'
             f'<td>v{_e(d["version"])}</td>'
             f'<td>{_e(metric["name"])} ({direction}); threshold {_score(metric["threshold"])}</td>'
             f'<td>{_score(d["challenger_score"])}</td>'
             f'<td>{_score(d["production_score"])} (v{_e(d["production_version"] or "—")})</td>'
+            + golden_cell +
             f'<td><code>{_e((d["dataset_digest"] or "")[:19])}</code> {run_link}</td>'
             f'<td>{_e(d["reason"])}</td>'
             f'<td><input id="comment-{d["id"]}" placeholder="comment" size="12">'
             f'<button data-decision="{d["id"]}" data-action="approve">Approve</button>'
             f'<button data-decision="{d["id"]}" data-action="reject">Reject</button></td></tr>')
     return ("<table><tr><th>id</th><th>model</th><th>version</th><th>metric</th><th>challenger</th>"
-            "<th>production</th><th>data / run</th><th>why</th><th></th></tr>" + "".join(rows) + "</table>")
+            "<th>production</th><th>golden set: challenger vs production</th><th>data / run</th><th>why</th><th></th></tr>" + "".join(rows) + "</table>")
 
 
 def _audit_section(rows: list[dict[str, Any]]) -> str:
     body = "".join(
-        f'<tr class="audit"><td>{_e(r["time"][:19].replace("T", " "))}</td><td>{_e(r["actor"])}</td>'
+        f'<tr class="audit"><td>{_e(r["time"][:19].replace("T", " "))}</td><td>{_e(r["actor"])}'
+        f'{" for " + _e(r["on_behalf_of"]) if r.get("on_behalf_of") else ""}</td>'
         f'<td>{_e(r["action"])}</td><td>{_e(r["model_name"])}</td>'
         f'<td>{_e(r["from_version"] or "—")} → {_e(r["to_version"] or "—")}</td><td>{_e(r["reason"])}</td></tr>'
         for r in rows)
@@ -150,7 +156,7 @@ def render_page(ctx: AppContext) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
 <body>
 <h1>Model registry</h1>
-<p><label>Admin token <input id="token" type="password" autocomplete="off"></label>
+<p><label>API token <input id="token" type="password" autocomplete="off"></label>
 <span id="status" role="status"></span></p>
 <h2>Pending decisions</h2>
 {_decisions_section(ctx, pending)}
@@ -160,3 +166,20 @@ def render_page(ctx: AppContext) -> str:
 {_audit_section(audit_rows)}
 <script>{SCRIPT}</script>
 </body></html>"""
+
+
+def sign_in_page(reason: str) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>registry-proxy: sign in</title><style>{STYLE}</style></head>
+<body><h1>Model registry</h1><p class="banner" id="reason">{_e(reason)}</p>
+<form id="sign-in"><label>API token <input id="token" type="password" autocomplete="off" required></label>
+<button type="submit">Sign in</button></form>
+<script>
+document.getElementById('sign-in').addEventListener('submit', (event) => {{
+  event.preventDefault();
+  const value = document.getElementById('token').value;
+  sessionStorage.setItem('registryToken', value);
+  document.cookie = 'registry_token=' + encodeURIComponent(value) + '; path=/ui; SameSite=Strict';
+  location.reload();
+}});
+</script></body></html>"""

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
+from mlops_common.auth import RemoteAuthenticator
 from mlops_common.errors import MAX_JSON_BODY_BYTES, install_validation_handler
 from mlops_common.observability import configure_logging, instrument
 from trainer import __version__
@@ -22,8 +23,11 @@ settings = get_settings()
 configure_logging(settings.log_level)
 log = logging.getLogger("trainer.api")
 
+settings.apply_mlflow_credentials()
 app = FastAPI(title="trainer-api", version=__version__, max_body_size=MAX_JSON_BODY_BYTES,
               description="Enqueues and reports retrain jobs; stores content-addressed datasets.")
+app.state.authenticator = RemoteAuthenticator(settings.registry_url, settings.auth_cache_seconds)
+app.state.auth_open_reads = settings.open_reads
 app.include_router(jobs.router)
 app.include_router(datasets.router)
 app.include_router(alerts.router)

@@ -9,10 +9,18 @@ be longer than the longest job. Every task is idempotent per job (see trainer.ta
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_init
 
 from trainer.settings import get_settings
 
 settings = get_settings()
+
+
+@worker_init.connect
+@worker_process_init.connect
+def _mlflow_credentials(**_: object) -> None:
+    """The worker's own MLflow user, for every pool process."""
+    get_settings().apply_mlflow_credentials()
 
 app = Celery("trainer", broker=settings.celery_broker_url, backend=settings.celery_result_backend,
              include=["trainer.tasks"])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException
+from fastapi import Depends, Request
 
+from mlops_common.auth import bearer_token
 from trainer.datasets import DatasetStore
 from trainer.jobs import JobStore, connect
 from trainer.lineage import mlflow_restorer
@@ -27,17 +27,12 @@ def dataset_store() -> DatasetStore:
                         restore=mlflow_restorer(s.mlflow_tracking_uri))
 
 
-def require_token(settings: Annotated[TrainerSettings, Depends(get_settings)],
-                  authorization: Annotated[str | None, Header()] = None) -> None:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise HTTPException(401, "missing bearer token (Authorization: Bearer $TRAINER_API_TOKEN)",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(token.encode(), settings.trainer_api_token.encode()):
-        raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+def bearer(request: Request) -> str | None:
+    """The caller's own token, forwarded to registry-proxy when an approver changes a policy with a retrain."""
+    return bearer_token(request.headers.get("authorization"))
 
 
 Settings = Annotated[TrainerSettings, Depends(get_settings)]
 Store = Annotated[JobStore, Depends(job_store)]
 Datasets = Annotated[DatasetStore, Depends(dataset_store)]
-Authenticated = Depends(require_token)
+CallerToken = Annotated[str | None, Depends(bearer)]

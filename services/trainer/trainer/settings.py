@@ -34,8 +34,8 @@ class TrainerSettings(CommonSettings):
     # Fewest rows a dataset may have after cleaning.
     min_rows: int = Field(20, ge=3)
 
+    # The trainer service's API token at registry-proxy (role trainer: reads, and reports jobs to the gate).
     registry_service_token: str = PLACEHOLDER_SECRET
-    trainer_api_token: str = PLACEHOLDER_SECRET
 
     # Job records (and idempotency keys) expire after this many seconds.
     job_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
@@ -47,7 +47,7 @@ class TrainerSettings(CommonSettings):
     candidate_parallelism: int = Field(0, ge=0)
 
     def _secrets(self) -> dict[str, str]:
-        return {"registry_service_token": self.registry_service_token, "trainer_api_token": self.trainer_api_token}
+        return {"registry_service_token": self.registry_service_token}
 
     @model_validator(mode="after")
     def _broker_defaults(self) -> TrainerSettings:

@@ -8,9 +8,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import redis
 from pydantic import ValidationError
 
+from mlops_common.auth import Permission, Principal
+from mlops_common.contracts import GatePolicy, PolicyView
 from mlops_common.spec import ModelSpec, SpecNotFound, resolve_spec
 from trainer.candidates import SpecError, check_spec
 from trainer.datasets import DatasetError, DatasetNotFound, DatasetStore
@@ -78,6 +81,48 @@ def resolve(settings: TrainerSettings, datasets: DatasetStore, model_name: str,
     return spec
 
 
+def spec_policy(spec: ModelSpec) -> GatePolicy:
+    assert spec.metric is not None
+    return GatePolicy(metric=spec.metric.name, higher_is_better=spec.metric.higher_is_better,
+                      threshold=spec.metric.threshold, margin=spec.metric.margin)
+
+
+def _registry(settings: TrainerSettings, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return httpx.request(method, f"{settings.registry_url.rstrip('/')}{path}", timeout=10,
+                             headers={"Authorization": f"Bearer {token}"}, **kwargs)
+    except httpx.HTTPError as exc:
+        raise Rejected(503, f"registry-proxy is unreachable, so the gate policy cannot be checked: {exc}") from exc
+
+
+def guard_policy(settings: TrainerSettings, spec: ModelSpec, override: dict[str, Any] | None,
+                 principal: Principal, token: str | None) -> None:
+    """A request that changes the gate policy (the spec's ``metric`` block) is refused unless its caller is an
+    approver; an approver's change is recorded by registry-proxy as a policy change in that person's name."""
+    if not override or "metric" not in override:
+        return
+    wanted = spec_policy(spec)
+    answer = _registry(settings, "GET", f"/models/{spec.name}/policy", settings.registry_service_token)
+    if answer.status_code == 404:
+        return  # a new model: its first gate stores this as its policy
+    if answer.status_code != 200:
+        raise Rejected(503, f"registry-proxy answered {answer.status_code} for the gate policy of {spec.name!r}")
+    current = PolicyView.model_validate(answer.json())
+    if GatePolicy(**current.model_dump(include=set(GatePolicy.model_fields))) == wanted:
+        return
+    if not principal.can(Permission.APPROVE) or not token:
+        raise Rejected(403, f"the request changes the gate policy of {spec.name!r} ({current.metric} "
+                            f"threshold {current.threshold}, margin {current.margin}, revision {current.revision}); "
+                            f"the policy is owned by registry-proxy and only an approver may change it "
+                            f"(PUT /models/{spec.name}/policy); principal {principal.name!r} has role "
+                            f"{principal.role}. Leave 'metric' out of the spec to train under the current policy.")
+    changed = _registry(settings, "PUT", f"/models/{spec.name}/policy", token,
+                        json={**wanted.model_dump(), "reason": f"set with POST /retrain by {principal.name}"})
+    if changed.status_code != 200:
+        raise Rejected(changed.status_code if changed.status_code in (403, 422) else 503,
+                       f"registry-proxy refused the policy change: {changed.text[:300]}")
+
+
 @dataclass
 class Submitted:
     job: dict[str, Any]
@@ -86,11 +131,16 @@ class Submitted:
 
 def submit(settings: TrainerSettings, store: JobStore, datasets: DatasetStore, model_name: str,
            override: dict[str, Any] | None = None, idempotency_key: str | None = None,
-           source: str = "api") -> Submitted:
+           source: str = "api", principal: Principal | None = None, token: str | None = None) -> Submitted:
+    """Resolves and checks the spec, records the job and enqueues it. ``principal`` is who asked (None for the
+    stack's own schedule); it is recorded on the job and the gate names it."""
     spec = resolve(settings, datasets, model_name, override)
+    if principal is not None:
+        guard_policy(settings, spec, override, principal, token)
     try:
         job, created = store.create(model_name, spec.model_dump(mode="json"), source=source,
-                                    idempotency_key=idempotency_key)
+                                    idempotency_key=idempotency_key,
+                                    requested_by=principal.name if principal else None)
     except redis.RedisError as exc:
         raise Rejected(503, f"the job store (Redis at {redact(settings.redis_url)}) is unreachable: {exc}") from exc
     if not created:

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from mlops_common.auth import Reader
 from registry_proxy import audit
 from registry_proxy.context import Ctx
 
@@ -13,7 +14,7 @@ router = APIRouter(tags=["audit"])
 
 
 @router.get("/audit")
-def list_audit(ctx: Ctx, model: str | None = None, action: str | None = None,
+def list_audit(ctx: Ctx, _: Reader, model: str | None = None, action: str | None = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 50,
                offset: Annotated[int, Query(ge=0)] = 0,
                before_id: Annotated[int | None, Query(ge=1, description="cursor: the last id of the previous page")]

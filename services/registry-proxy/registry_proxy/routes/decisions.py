@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from registry_proxy.auth import AdminActor
+from mlops_common.auth import Approver, Reader
 from registry_proxy.context import Ctx
 from registry_proxy.db import Decision
 from registry_proxy.errors import NotFound
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/decisions", tags=["decisions"])
 
 
 @router.get("")
-def list_decisions(ctx: Ctx, status: Literal["pending", "approved", "rejected", "superseded"] | None = None,
+def list_decisions(ctx: Ctx, _: Reader, status: Literal["pending", "approved", "rejected", "superseded"] | None = None,
                    model: str | None = None,
                    limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
     query = select(Decision).order_by(Decision.id.desc()).limit(limit)
@@ -31,7 +31,7 @@ def list_decisions(ctx: Ctx, status: Literal["pending", "approved", "rejected", 
 
 
 @router.get("/{decision_id}")
-def get_decision(ctx: Ctx, decision_id: int) -> dict[str, Any]:
+def get_decision(ctx: Ctx, _: Reader, decision_id: int) -> dict[str, Any]:
     with ctx.sessions() as session:
         decision = session.get(Decision, decision_id)
         if decision is None:
@@ -40,10 +40,10 @@ def get_decision(ctx: Ctx, decision_id: int) -> dict[str, Any]:
 
 
 @router.post("/{decision_id}/approve")
-def approve(ctx: Ctx, actor: AdminActor, decision_id: int, body: DecisionAction | None = None) -> dict[str, Any]:
-    return Governance(ctx).decide(decision_id, True, body.comment if body else "", actor)
+def approve(ctx: Ctx, actor: Approver, decision_id: int, body: DecisionAction | None = None) -> dict[str, Any]:
+    return Governance(ctx).decide(decision_id, True, body.comment if body else "", actor.name)
 
 
 @router.post("/{decision_id}/reject")
-def reject(ctx: Ctx, actor: AdminActor, decision_id: int, body: DecisionAction | None = None) -> dict[str, Any]:
-    return Governance(ctx).decide(decision_id, False, body.comment if body else "", actor)
+def reject(ctx: Ctx, actor: Approver, decision_id: int, body: DecisionAction | None = None) -> dict[str, Any]:
+    return Governance(ctx).decide(decision_id, False, body.comment if body else "", actor.name)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from mlops_common.auth import Reader
 from registry_proxy.context import Ctx
 from registry_proxy.db import Notification
 
@@ -14,7 +15,7 @@ router = APIRouter(tags=["notifications"])
 
 
 @router.get("/notifications")
-def list_notifications(ctx: Ctx, model: str | None = None,
+def list_notifications(ctx: Ctx, _: Reader, model: str | None = None,
                        status: Literal["pending", "sent", "failed"] | None = None,
                        limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
     query = select(Notification).order_by(Notification.id.desc()).limit(limit)

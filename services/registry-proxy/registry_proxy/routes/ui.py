@@ -1,16 +1,31 @@
-"""GET /ui: the page for the human in the loop."""
+"""GET /ui: the page for the human in the loop.
+
+A browser cannot send a bearer header on a page load, so when reads need a token the page also accepts it
+from the ``registry_token`` cookie (set by the page's own sign-in form, SameSite=Strict). The cookie only
+ever opens this read-only page: every change still needs the ``Authorization`` header.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
+from mlops_common.auth import AuthError, Permission, authorize
 from registry_proxy.context import Ctx
-from registry_proxy.ui import render_page
+from registry_proxy.ui import render_page, sign_in_page
 
 router = APIRouter(tags=["ui"])
+COOKIE = "registry_token"
 
 
 @router.get("/ui", response_class=HTMLResponse, include_in_schema=False)
-def page(ctx: Ctx) -> HTMLResponse:
-    return HTMLResponse(render_page(ctx))
+async def page(ctx: Ctx, request: Request) -> HTMLResponse:
+    header = request.headers.get("authorization")
+    if header is None and request.cookies.get(COOKIE):
+        header = f"Bearer {request.cookies[COOKIE]}"
+    try:
+        await authorize(request.app.state.authenticator, header, Permission.READ, request.app.state.auth_open_reads)
+    except AuthError as exc:
+        return HTMLResponse(sign_in_page(exc.detail), status_code=exc.status)
+    return HTMLResponse(await run_in_threadpool(render_page, ctx))

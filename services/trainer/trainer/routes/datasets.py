@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, UploadFile
 
+from mlops_common.auth import Reader, Trainer
 from trainer.datasets import DatasetError, DatasetTooLarge
 from trainer.deps import Datasets
 from trainer.settings import get_settings
@@ -30,7 +31,7 @@ def plain_file_name(name: str | None) -> str:
 
 
 @router.post("/datasets", status_code=201, max_body_size=get_settings().max_upload_bytes + 64 * 1024)
-def upload(file: UploadFile, datasets: Datasets) -> dict[str, Any]:
+def upload(file: UploadFile, datasets: Datasets, _: Trainer) -> dict[str, Any]:
     name = plain_file_name(file.filename)
 
     def chunks():
@@ -47,12 +48,12 @@ def upload(file: UploadFile, datasets: Datasets) -> dict[str, Any]:
 
 
 @router.get("/datasets")
-def list_datasets(datasets: Datasets) -> dict[str, Any]:
+def list_datasets(datasets: Datasets, _: Reader) -> dict[str, Any]:
     return {"datasets": [s.public() for s in datasets.list()]}
 
 
 @router.get("/datasets/{dataset_id}")
-def get_dataset(dataset_id: str, datasets: Datasets) -> dict[str, Any]:
+def get_dataset(dataset_id: str, datasets: Datasets, _: Reader) -> dict[str, Any]:
     snap = datasets.get(dataset_id)
     if snap is None:
         raise HTTPException(404, f"no dataset {dataset_id!r}")

@@ -7,8 +7,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlops_common.auth import Reader, Trainer
 from mlops_common.spec import resolve_spec
-from trainer.deps import Datasets, Settings, Store
+from trainer.deps import CallerToken, Datasets, Settings, Store
 from trainer.submission import submit
 
 router = APIRouter(tags=["jobs"])
@@ -31,8 +32,11 @@ class Accepted(BaseModel):
 
 @router.post("/retrain", status_code=202, response_model=Accepted)
 def retrain(body: RetrainRequest, response: Response, settings: Settings, store: Store,
-            datasets: Datasets) -> Accepted:
-    result = submit(settings, store, datasets, body.model_name, body.spec, body.idempotency_key)
+            datasets: Datasets, principal: Trainer, token: CallerToken) -> Accepted:
+    """Enqueues a retrain (role scientist or higher). The spec may change what is trained; a change to its
+    ``metric`` block (the gate policy) is refused unless the caller is an approver."""
+    result = submit(settings, store, datasets, body.model_name, body.spec, body.idempotency_key,
+                    principal=principal, token=token)
     if not result.created:
         response.status_code = 200
     job = result.job
@@ -41,14 +45,14 @@ def retrain(body: RetrainRequest, response: Response, settings: Settings, store:
 
 
 @router.get("/jobs")
-def list_jobs(store: Store, model_name: str | None = None,
+def list_jobs(store: Store, _: Reader, model_name: str | None = None,
               status: Literal["queued", "running", "succeeded", "failed"] | None = None,
               limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     return {"jobs": store.list(model_name=model_name, status=status, limit=limit)}
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, store: Store) -> dict[str, Any]:
+def get_job(job_id: str, store: Store, _: Reader) -> dict[str, Any]:
     """The job, with the resolved spec it trains (the list leaves the spec out)."""
     raw = store.raw(job_id) if len(job_id) <= 64 else None
     if raw is None:
@@ -57,7 +61,7 @@ def get_job(job_id: str, store: Store) -> dict[str, Any]:
 
 
 @router.get("/specs")
-def list_specs(settings: Settings) -> dict[str, Any]:
+def list_specs(settings: Settings, _: Reader) -> dict[str, Any]:
     """The model specs in MODELS_DIR (retrainable by name), with the essentials of each."""
     specs = []
     for path in sorted(settings.models_dir.glob("*.yaml")):
