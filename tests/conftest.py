@@ -63,15 +63,20 @@ def base_env(mlflow_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="session")
-def registry_url(base_env: dict[str, str], log_dir: Path) -> Iterator[str]:
+def registry_db_url() -> Iterator[str]:
     with p.postgres_database("mlops_test_registry") as db_url:
-        env = {**base_env, "REGISTRY_DATABASE_URL": db_url}
-        proc, url = p.uvicorn_service("registry-proxy", "registry_proxy.main:app", env, log_dir)
-        base_env["REGISTRY_URL"] = url
-        try:
-            yield url
-        finally:
-            proc.stop()
+        yield db_url
+
+
+@pytest.fixture(scope="session")
+def registry_url(base_env: dict[str, str], registry_db_url: str, log_dir: Path) -> Iterator[str]:
+    env = {**base_env, "REGISTRY_DATABASE_URL": registry_db_url}
+    proc, url = p.uvicorn_service("registry-proxy", "registry_proxy.main:app", env, log_dir)
+    base_env["REGISTRY_URL"] = url
+    try:
+        yield url
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="session")

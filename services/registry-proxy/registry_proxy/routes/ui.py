@@ -27,5 +27,5 @@ async def page(ctx: Ctx, request: Request) -> HTMLResponse:
     try:
         await authorize(request.app.state.authenticator, header, Permission.READ, request.app.state.auth_open_reads)
     except AuthError as exc:
-        return HTMLResponse(sign_in_page(exc.detail), status_code=exc.status)
+        return HTMLResponse(sign_in_page(exc.detail), status_code=exc.status, headers=exc.headers)
     return HTMLResponse(await run_in_threadpool(render_page, ctx))
