@@ -9,6 +9,7 @@ import httpx
 import pandas as pd
 
 from mlops_common.settings import REPO_ROOT
+from tests.support.auth import ADMIN_TOKEN, bearer
 
 FAST_CANDIDATES = [
     {"featurizer": {"type": "tfidf"}, "estimator": {"type": "logreg", "params": {"max_iter": 300}}},
@@ -34,9 +35,11 @@ def text_spec(uri: str | Path, threshold: float = 0.5, candidates: list[dict] | 
     }
 
 
-def submit(trainer_url: str, model_name: str, spec: dict | None = None, **extra: object) -> httpx.Response:
+def submit(trainer_url: str, model_name: str, spec: dict | None = None, token: str | None = ADMIN_TOKEN,
+           **extra: object) -> httpx.Response:
+    """POST /retrain as the principal of ``token`` (the test admin unless told; None sends no token)."""
     body = {"model_name": model_name, **({"spec": spec} if spec is not None else {}), **extra}
-    return httpx.post(f"{trainer_url}/retrain", json=body, timeout=30)
+    return httpx.post(f"{trainer_url}/retrain", json=body, timeout=30, headers=bearer(token) if token else {})
 
 
 def wait_job(trainer_url: str, job_id: str, timeout: float = 300, until: tuple[str, ...] = ("succeeded", "failed"),
@@ -44,7 +47,7 @@ def wait_job(trainer_url: str, job_id: str, timeout: float = 300, until: tuple[s
     deadline = time.monotonic() + timeout
     job: dict = {}
     while time.monotonic() < deadline:
-        job = httpx.get(f"{trainer_url}/jobs/{job_id}", timeout=10).json()
+        job = httpx.get(f"{trainer_url}/jobs/{job_id}", timeout=10, headers=bearer(ADMIN_TOKEN)).json()
         assert 0 <= job["progress"] <= 1
         if job["status"] in until or (stage_prefix and str(job["stage"]).startswith(stage_prefix)):
             return job

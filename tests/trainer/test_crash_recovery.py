@@ -1,6 +1,7 @@
 """A worker SIGKILLed in the middle of a job: the job finishes on a restarted worker, and exactly one model
-version is registered for it. Own Redis db, queue and a short visibility timeout, so the redelivery of
-the lost message happens within seconds and cannot touch the shared test worker's messages."""
+version is registered for it (by registry-proxy, at the gate). Own Redis db, queue and a short visibility
+timeout, so the redelivery of the lost message happens within seconds and cannot touch the shared test
+worker's messages."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def test_sigkilled_worker_job_finishes_on_restart_with_one_version(crash_env: di
         second = start_worker(crash_env, "crash-worker-b", log_dir)
         job = wait_job(url, job_id, timeout=300)
         assert job["status"] == "succeeded", job
-        assert job["model_version"] == "1"
+        assert job["model_version"] == "1" and job["decision"] == "promoted"
+        assert job["test_split"]["rows"] == job["dataset"]["rows_test"]
 
         client = MlflowClient(mlflow_uri)
         versions = client.search_model_versions(f"name = '{model_name}'")

@@ -9,7 +9,7 @@ import pytest
 from mlops_common.spec import ModelSpec
 from trainer import taxi
 from trainer.candidates import SpecError, build, check_spec
-from trainer.preparation import ValidationFailed, prepare
+from trainer.preparation import ValidationFailed, features_and_target, prepare, raw_test_rows
 
 
 def taxi_spec(**data: object) -> ModelSpec:
@@ -31,6 +31,32 @@ def test_taxi_cleaning_counts_what_it_drops_and_split_is_deterministic() -> None
     assert first.ignored_columns == ["key"]
     again = prepare(taxi_spec(), frame.copy(), 20)
     assert np.array_equal(first.y_test, again.y_test)
+
+
+def test_test_split_rows_are_the_raw_rows_and_clean_like_the_split() -> None:
+    frame = taxi.generate(2, 600, seed=5)
+    prep = prepare(taxi_spec(), frame, 20)
+    rows = raw_test_rows(frame, prep)
+    assert list(rows.columns) == list(frame.columns) and len(rows) == prep.counts["rows_test"]
+    assert rows["key"].isin(frame["key"]).all() and rows["key"].is_unique  # the original rows, untouched
+    # The snapshot of those rows, cleaned as a whole frame, gives back the test split exactly (a golden set).
+    X, y, dropped = features_and_target(taxi_spec(), rows)
+    assert dropped == {}
+    assert np.array_equal(y, prep.y_test)
+    pd.testing.assert_frame_equal(X, prep.X_test.reset_index(drop=True))
+
+
+def test_whole_frame_cleaning_has_no_split_or_training_checks() -> None:
+    spec = ModelSpec.model_validate({"name": "t", "task": "text-classification",
+                                     "data": {"uri": "x", "text_column": "text", "label_column": "label"}})
+    frame = pd.DataFrame({"text": ["a", None, "c"], "label": ["spam", "spam", None]})
+    X, y, dropped = features_and_target(spec, frame)  # one class, one row: fine to score, not to train
+    assert X["text"].tolist() == ["a"] and y.tolist() == ["spam"]
+    assert dropped == {"null_label": 1, "null_text": 1}
+    with pytest.raises(ValidationFailed, match="no usable row"):
+        features_and_target(spec, frame.assign(text=None))
+    with pytest.raises(ValidationFailed, match="missing column 'label'"):
+        features_and_target(spec, frame.drop(columns=["label"]))
 
 
 def test_tabular_errors_name_the_column() -> None:

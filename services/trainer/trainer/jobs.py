@@ -18,8 +18,9 @@ TERMINAL = ("succeeded", "failed")
 PREFIX = "trainer:"
 PUBLIC_FIELDS = (
     "job_id", "model_name", "status", "stage", "progress", "created_at", "updated_at", "started_at",
-    "finished_at", "source", "idempotency_key", "run_id", "model_version", "best_candidate", "production_version",
-    "production_error", "metrics", "decision", "decision_id", "reason", "dataset", "candidates", "error",
+    "finished_at", "source", "idempotency_key", "requested_by", "run_id", "model_uri", "model_version",
+    "best_candidate", "production_version", "production_error", "metrics", "decision", "decision_id", "reason",
+    "policy", "trainer_outcome", "dataset", "test_split", "candidates", "error",
 )
 
 
@@ -50,7 +51,7 @@ class JobStore:
 
     # writes
     def create(self, model_name: str, spec: dict[str, Any], *, source: str = "api",
-               idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+               idempotency_key: str | None = None, requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
         """A new queued job, or (with an idempotency key already used for this model) the first one.
 
         Returns ``(job, created)``.
@@ -68,6 +69,7 @@ class JobStore:
         record: dict[str, Any] = {
             "job_id": job_id, "model_name": model_name, "status": "queued", "stage": "queued", "progress": 0.0,
             "created_at": stamp, "updated_at": stamp, "started_at": None, "finished_at": None, "source": source,
+            "requested_by": requested_by,
             "idempotency_key": idempotency_key, "run_id": None, "model_version": None, "production_version": None,
             "challenger_metrics": None, "production_metrics": None, "decision": None, "reason": None,
             "dataset": None, "candidates": [], "error": None, "spec": spec,
@@ -148,4 +150,19 @@ class JobStore:
         job = {k: record.get(k) for k in PUBLIC_FIELDS}
         job["metrics"] = {"challenger": record.get("challenger_metrics"),
                           "production": record.get("production_metrics")}
+        job["golden"] = golden_view(record)
         return job
+
+
+def golden_view(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's golden-set scores: the pinned snapshot it used and both versions' scores on it (or why one
+    is missing); with no pinned golden set, None plus, when registry-proxy could not be asked, why."""
+    sha = record.get("golden_sha256")
+    if not sha:
+        lookup = record.get("golden_lookup_error")
+        return {"sha256": None, "lookup_error": lookup} if lookup else None
+    errors = [f"{who}: {record[key]}" for who, key in (("challenger", "challenger_golden_error"),
+                                                       ("production", "production_golden_error"))
+              if record.get(key)]
+    return {"sha256": sha, "challenger": record.get("challenger_golden"),
+            "production": record.get("production_golden"), "error": "; ".join(errors) or None}

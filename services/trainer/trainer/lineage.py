@@ -9,6 +9,7 @@ from pathlib import Path
 from mlops_common import mlflow_utils
 
 SHA_TAG = "mlops.dataset_sha256"
+TEST_SPLIT_TAG = "mlops.test_split_sha256"
 
 
 def mlflow_restorer(tracking_uri: str) -> Callable[[str, Path], Path | None]:
@@ -17,12 +18,14 @@ def mlflow_restorer(tracking_uri: str) -> Callable[[str, Path], Path | None]:
         experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
         if not experiments:
             return None
-        runs = client.search_runs(experiments, f"tags.`{SHA_TAG}` = '{sha}'", max_results=5,
-                                  order_by=["attributes.start_time DESC"])
-        for run in runs:
-            for artifact in client.list_artifacts(run.info.run_id, "dataset"):
-                if Path(artifact.path).name.startswith(sha):
-                    return Path(client.download_artifacts(run.info.run_id, artifact.path, str(dst)))
+        # A training dataset (artifact dataset/), or a job's test split, which may be a golden set (test_split/).
+        for tag, folder in ((SHA_TAG, "dataset"), (TEST_SPLIT_TAG, "test_split")):
+            runs = client.search_runs(experiments, f"tags.`{tag}` = '{sha}'", max_results=5,
+                                      order_by=["attributes.start_time DESC"])
+            for run in runs:
+                for artifact in client.list_artifacts(run.info.run_id, folder):
+                    if Path(artifact.path).name.startswith(sha):
+                        return Path(client.download_artifacts(run.info.run_id, artifact.path, str(dst)))
         return None
 
     return restore

@@ -1,4 +1,8 @@
-"""Validate a dataset against its spec, clean it, and split it (deterministic for a snapshot and a seed)."""
+"""Validate a dataset against its spec, clean it, and split it (deterministic for a snapshot and a seed).
+
+:func:`prepare` is the training path (clean + split); :func:`features_and_target` cleans a whole frame the
+same way without splitting it (to score a golden set); :func:`raw_test_rows` gives the raw rows of a
+prepared test split (to snapshot them)."""
 
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ class Prepared:
     rows_total: int
     dropped: dict[str, int] = field(default_factory=dict)
     ignored_columns: list[str] = field(default_factory=list)
+    # Positions (in the frame given to :func:`prepare`) of the test split's rows, in the split's order.
+    test_positions: np.ndarray | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -54,7 +60,7 @@ def _example_bad(raw: pd.Series, parsed: pd.Series) -> Any:
     return bad.iloc[0] if len(bad) else None
 
 
-def clean_text(spec: ModelSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+def clean_text(spec: ModelSpec, frame: pd.DataFrame, training: bool = True) -> tuple[pd.DataFrame, dict[str, int]]:
     text, label = spec.data.text_column, spec.data.label_column
     assert text and label
     _missing(frame, [text, label])
@@ -68,7 +74,7 @@ def clean_text(spec: ModelSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict
     frame[text] = frame[text].astype(str)
     frame[label] = frame[label].astype(str)
     classes = frame[label].value_counts()
-    if len(classes) < 2:
+    if training and len(classes) < 2:
         raise ValidationFailed(f"label column {label!r} has a single class ({classes.index[0]!r}): "
                                "a classifier needs at least two")
     return frame, {k: v for k, v in dropped.items() if v}
@@ -124,17 +130,41 @@ def clean_tabular(spec: ModelSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, d
     return frame, {k: v for k, v in dropped.items() if v}
 
 
+def _clean(spec: ModelSpec, frame: pd.DataFrame, training: bool = True
+           ) -> tuple[pd.DataFrame, dict[str, int], list[str], str]:
+    """The cleaned frame (its index = positions in ``frame``), the dropped-row counts, inputs and target."""
+    frame = frame.reset_index(drop=True)
+    if spec.task == "text-classification":
+        frame, dropped = clean_text(spec, frame, training)
+        inputs, target = [spec.data.text_column], spec.data.label_column
+    else:
+        frame, dropped = clean_tabular(spec, frame)
+        inputs, target = list(spec.data.feature_columns or []), spec.data.target_column
+    assert target is not None and all(inputs)
+    return frame, dropped, inputs, target  # type: ignore[return-value]
+
+
+def features_and_target(spec: ModelSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
+    """A whole frame as (X, y), cleaned like :func:`prepare` but not split (e.g. a golden set to score):
+    returns (X, y, dropped-row counts); :class:`ValidationFailed` when no usable row is left."""
+    cleaned, dropped, inputs, target = _clean(spec, frame, training=False)
+    if cleaned.empty:
+        raise ValidationFailed(f"no usable row left after cleaning (dropped: {dropped or 'none'})")
+    return cleaned[inputs].reset_index(drop=True), cleaned[target].to_numpy(), dropped
+
+
+def raw_test_rows(frame: pd.DataFrame, prep: Prepared) -> pd.DataFrame:
+    """The rows of ``prep``'s test split as they are in ``frame`` (the frame given to :func:`prepare`), with
+    all its original columns and values, in the split's order."""
+    if prep.test_positions is None:
+        raise ValueError("this preparation does not know its test rows")
+    return frame.iloc[prep.test_positions].reset_index(drop=True)
+
+
 def prepare(spec: ModelSpec, frame: pd.DataFrame, min_rows: int) -> Prepared:
     rows_total = len(frame)
     text = spec.task == "text-classification"
-    frame, dropped = clean_text(spec, frame) if text else clean_tabular(spec, frame)
-    if text:
-        inputs = [spec.data.text_column]
-        target = spec.data.label_column
-    else:
-        inputs = list(spec.data.feature_columns or [])
-        target = spec.data.target_column
-    assert target is not None
+    frame, dropped, inputs, target = _clean(spec, frame)
     if len(frame) < min_rows:
         raise ValidationFailed(f"too few rows: {len(frame)} usable row(s), at least {min_rows} are needed "
                                "for a train/validation/test split")
@@ -146,6 +176,7 @@ def prepare(spec: ModelSpec, frame: pd.DataFrame, min_rows: int) -> Prepared:
         if len(rare):
             raise ValidationFailed(f"class {rare.index[0]!r} has {int(rare.iloc[0])} row(s): a stratified "
                                    "train/validation/test split needs at least 3 rows per class")
+    positions = frame.index.to_numpy()
     X = frame[inputs].reset_index(drop=True)
     try:
         X_rest, X_test, y_rest, y_test = train_test_split(
@@ -156,4 +187,5 @@ def prepare(spec: ModelSpec, frame: pd.DataFrame, min_rows: int) -> Prepared:
     except ValueError as exc:
         raise ValidationFailed(f"too few rows for the split: {exc}") from exc
     ignored = [str(c) for c in frame.columns if c not in inputs and c != target]
-    return Prepared(inputs, X_train, X_val, X_test, y_train, y_val, y_test, rows_total, dropped, ignored)
+    return Prepared(inputs, X_train, X_val, X_test, y_train, y_val, y_test, rows_total, dropped, ignored,
+                    test_positions=positions[X_test.index.to_numpy()])

@@ -1,25 +1,32 @@
 """The retrain job as Celery tasks.
 
-``run_job`` loads, snapshots and validates the data, notes the current production version, then starts a
-chord: ``train_challenger`` (candidates → best → log → register) and ``evaluate_production`` (the current
-production version on the same test split) run in parallel, and ``decide`` applies the gate and calls
-registry-proxy. Every task is idempotent per job, so a redelivered message (after a worker crash) never
-trains a finished step again nor registers a second version.
+``run_job`` loads, snapshots and validates the data, notes the current production version and the model's
+pinned golden set (asked of registry-proxy), then starts a chord: ``train_challenger`` (candidates → best →
+log the model in the run → snapshot the test split → score the golden set) and ``evaluate_production`` (the
+current production version on the same test split and on the golden set) run in parallel, and ``decide``
+sends the scores to registry-proxy's gate, which registers the version, applies the policy it owns and
+answers with the outcome. Every task is idempotent per job, so a redelivered message (after a worker crash)
+never trains a finished step again; the gate call is idempotent per job in registry-proxy, so a job gets one
+version.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 import mlflow
+import pandas as pd
 from celery import chord
-from celery.exceptions import Retry
+from mlflow.entities import Metric
+from pydantic import ValidationError
 
 from mlops_common import mlflow_utils
+from mlops_common.contracts import GateOutcome, GateRequest, GoldenScores
 from mlops_common.spec import ModelSpec
 from trainer import gate, metrics, training
 from trainer.candidates import SpecError
@@ -27,8 +34,8 @@ from trainer.celery_app import app
 from trainer.datasets import DatasetError, DatasetStore, Snapshot
 from trainer.evaluation import score_all
 from trainer.jobs import TERMINAL, JobStore, connect, now_iso
-from trainer.lineage import mlflow_restorer
-from trainer.preparation import Prepared, ValidationFailed, prepare
+from trainer.lineage import TEST_SPLIT_TAG, mlflow_restorer
+from trainer.preparation import Prepared, ValidationFailed, features_and_target, prepare, raw_test_rows
 from trainer.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,7 @@ USER_ERRORS = (DatasetError, ValidationFailed, SpecError)
 # registry-proxy down: the gate call is retried for GATE_RETRIES × GATE_RETRY_SECONDS before the job fails.
 GATE_RETRIES = 20
 GATE_RETRY_SECONDS = 15
+GOLDEN_TIMEOUT_SECONDS = 10
 
 
 class Context:
@@ -72,7 +80,7 @@ def _snapshot(job: dict[str, Any]) -> Snapshot:
     return snap
 
 
-def _prepared(job: dict[str, Any]) -> tuple[ModelSpec, Snapshot, Any, Prepared]:
+def _prepared(job: dict[str, Any]) -> tuple[ModelSpec, Snapshot, pd.DataFrame, Prepared]:
     spec, snap = _spec(job), _snapshot(job)
     frame = ctx.datasets.load(snap)
     return spec, snap, frame, prepare(spec, frame, ctx.settings.min_rows)
@@ -105,6 +113,21 @@ def _internal(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
+def _pinned_golden_set(job_id: str, model_name: str) -> dict[str, Any]:
+    """The job fields of the model's golden set: ``golden_sha256`` when one is pinned (a proposed one is not
+    used). registry-proxy unreachable: the job goes on without it (registry-proxy then refuses to promote
+    if one is pinned) and says so in ``golden_lookup_error``."""
+    s = ctx.settings
+    try:
+        found = gate.golden_set(s.registry_url, s.registry_service_token, model_name,
+                                timeout=min(s.http_timeout_seconds, GOLDEN_TIMEOUT_SECONDS))
+    except gate.RegistryError as exc:
+        log.warning("job %s: no golden set (could not ask registry-proxy): %s", job_id, exc)
+        return {"golden_sha256": None, "golden_lookup_error": str(exc)[:500]}
+    pinned = found is not None and found.get("status") == "pinned"
+    return {"golden_sha256": found["sha256"] if pinned else None, "golden_lookup_error": None}
+
+
 @app.task(name="trainer.run_job")
 def run_job(job_id: str) -> None:
     job = ctx.store.raw(job_id)
@@ -121,6 +144,7 @@ def run_job(job_id: str) -> None:
         prep = prepare(spec, ctx.datasets.load(snap), ctx.settings.min_rows)
         ctx.store.stage(job_id, "splitting", 0.12, dataset={**dataset, **prep.counts, "dropped": prep.dropped})
         production = mlflow_utils.version_by_alias(ctx.client, spec.name, mlflow_utils.PRODUCTION)
+        golden = _pinned_golden_set(job_id, spec.name)
     except USER_ERRORS as exc:
         fail(job_id, str(exc))
         return
@@ -129,28 +153,77 @@ def run_job(job_id: str) -> None:
         return
     if not ctx.store.r.hsetnx(JobStore.key(job_id), "dispatched", b"true"):
         return
-    ctx.store.stage(job_id, "training", 0.15, production_version=production.version if production else None)
+    ctx.store.stage(job_id, "training", 0.15, production_version=production.version if production else None,
+                    **golden)
     chord([train_challenger.si(job_id), evaluate_production.si(job_id)], decide.si(job_id)).apply_async()
 
 
-def _existing_version(name: str, job_id: str) -> Any | None:
+def _golden_frame(sha: str) -> pd.DataFrame:
+    snap = ctx.datasets.find(sha)
+    if snap is None:
+        raise DatasetError(f"the golden set snapshot {sha} is neither in {ctx.settings.datasets_dir} nor in "
+                           "any MLflow run")
+    return ctx.datasets.load(snap)
+
+
+def _golden_scores(job: dict[str, Any], spec: ModelSpec, model: Any, who: str
+                   ) -> tuple[dict[str, float] | None, str | None]:
+    """``model`` scored on the job's pinned golden set with every metric of the task: (scores, None), or
+    (None, why not); (None, None) when the job has no golden set."""
+    sha = job.get("golden_sha256")
+    if not sha:
+        return None, None
     try:
-        versions = ctx.client.search_model_versions(f"name = '{name}'")
-    except Exception as exc:  # noqa: BLE001
-        if mlflow_utils.is_not_found(exc):
-            return None
-        raise
-    for mv in versions:
-        if (mv.tags or {}).get(training.JOB_TAG) == job_id:
-            return mv
-    return None
+        X, y, _dropped = features_and_target(spec, _golden_frame(sha))
+        return score_all(spec.task, y, model.predict(X)), None
+    except Exception as exc:  # noqa: BLE001 - sent as the golden block's error: registry-proxy asks a human
+        log.warning("job %s: the %s could not be scored on the golden set %s: %s", job["job_id"], who, sha, exc)
+        error = str(exc) if isinstance(exc, USER_ERRORS) else f"{type(exc).__name__}: {exc}"
+        return None, error[:900]
 
 
-def _restore_from_version(job_id: str, mv: Any) -> None:
-    run = ctx.client.get_run(mv.run_id)
-    test = {k[len("test_"):]: v for k, v in run.data.metrics.items() if k.startswith("test_")}
-    ctx.store.update(job_id, run_id=mv.run_id, model_version=str(mv.version), challenger_metrics=test,
-                     best_candidate=run.data.tags.get("mlops.best_candidate"), challenger_done=True)
+def _save_test_split(job_id: str, snap: Snapshot, frame: pd.DataFrame, prep: Prepared
+                     ) -> tuple[dict[str, Any] | None, str | None]:
+    """The job's test split (the dataset's original columns, the split's rows) as a content-addressed
+    snapshot: ({"sha256", "rows"}, None), or (None, why not)."""
+    try:
+        data = raw_test_rows(frame, prep).to_csv(index=False).encode()
+        saved = ctx.datasets.ingest_stream(iter([data]), source=f"test split of job {job_id} (dataset {snap.sha256})",
+                                           name="test-split.csv")
+        return {"sha256": saved.sha256, "rows": saved.rows}, None
+    except Exception as exc:  # noqa: BLE001 - only a golden-set proposal depends on it
+        log.warning("job %s: could not snapshot the test split: %s", job_id, exc)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _log_to_run(run_id: str, test_split: dict[str, Any] | None, golden_sha: str | None,
+                golden: dict[str, float] | None) -> None:
+    """The gate's inputs in the parent run too (best effort): the test split's sha256, the golden scores."""
+    try:
+        if test_split is not None:
+            ctx.client.set_tag(run_id, TEST_SPLIT_TAG, test_split["sha256"])
+            split = ctx.datasets.get(test_split["sha256"])
+            if split is not None and split.size_bytes <= ctx.settings.log_dataset_max_bytes:
+                ctx.client.log_artifact(run_id, split.path, "test_split")
+        if golden_sha:
+            ctx.client.set_tag(run_id, "mlops.golden_sha256", golden_sha)
+        if golden:
+            stamp = int(datetime.now(UTC).timestamp() * 1000)
+            ctx.client.log_batch(run_id, metrics=[Metric(f"golden_{k}", v, stamp, 0) for k, v in golden.items()
+                                                  if math.isfinite(v)])
+    except Exception:  # noqa: BLE001
+        log.exception("could not log the gate inputs to run %s", run_id)
+
+
+def _finish_challenger(job_id: str, job: dict[str, Any], spec: ModelSpec, snap: Snapshot, frame: pd.DataFrame,
+                       prep: Prepared, model: Any, run_id: str) -> None:
+    ctx.store.stage(job_id, "scoring challenger", 0.85)
+    test_split, split_error = _save_test_split(job_id, snap, frame, prep)
+    golden, golden_error = _golden_scores(job, spec, model, "challenger")
+    _log_to_run(run_id, test_split, job.get("golden_sha256"), golden)
+    ctx.store.update(job_id, test_split=test_split, test_split_error=split_error, challenger_golden=golden,
+                     challenger_golden_error=golden_error, challenger_done=True, stage="challenger logged",
+                     progress=0.9)
 
 
 @app.task(name="trainer.train_challenger", bind=True, max_retries=60)
@@ -160,9 +233,11 @@ def train_challenger(self, job_id: str) -> None:
         return
     try:
         spec, snap, frame, prep = _prepared(job)
-        existing = _existing_version(spec.name, job_id)
-        if existing is not None:  # a crashed delivery registered it already
-            _restore_from_version(job_id, existing)
+        if job.get("model_uri") and job.get("challenger_metrics") is not None:
+            # A crashed delivery logged the model already: no training again, only the steps after it.
+            log.info("job %s: model already logged at %s; finishing without training", job_id, job["model_uri"])
+            model = mlflow.sklearn.load_model(job["model_uri"])
+            _finish_challenger(job_id, job, spec, snap, frame, prep, model, job["run_id"])
             return
         exp_id = training.experiment_id(ctx.client, spec.name)
         run_id = job.get("run_id")
@@ -196,30 +271,13 @@ def train_challenger(self, job_id: str) -> None:
             ctx.store.stage(job_id, "evaluating challenger", 0.8, candidates=public, best_candidate=best.label)
             test_metrics, info = training.log_parent(spec, prep, best, results, snap, frame, job_id,
                                                      ctx.settings.log_dataset_max_bytes)
-            ctx.store.stage(job_id, "registering", 0.88)
-            version = _register(self, spec, job_id, run_id, info, snap)
-        ctx.store.update(job_id, model_version=version, challenger_metrics=test_metrics, challenger_done=True,
-                         stage="challenger registered", progress=0.9)
-    except Retry:
-        raise
+            # From here a redelivery never trains again: the model is logged in the run.
+            ctx.store.update(job_id, model_uri=info.model_uri, challenger_metrics=test_metrics)
+            _finish_challenger(job_id, job, spec, snap, frame, prep, best.pipeline, run_id)
     except USER_ERRORS as exc:
         fail(job_id, str(exc))
     except Exception as exc:  # noqa: BLE001
         fail(job_id, _internal(exc))
-
-
-def _register(task: Any, spec: ModelSpec, job_id: str, run_id: str, info: Any, snap: Snapshot) -> str:
-    if not ctx.store.claim(job_id, "register", ttl=600):
-        raise task.retry(countdown=10)
-    try:
-        existing = _existing_version(spec.name, job_id)
-        if existing is not None:
-            return str(existing.version)
-        mv = mlflow.register_model(info.model_uri, spec.name, tags={
-            training.JOB_TAG: job_id, "mlops.run_id": run_id, "mlops.dataset_sha256": snap.sha256})
-        return str(mv.version)
-    finally:
-        ctx.store.release(job_id, "register")
 
 
 @app.task(name="trainer.evaluate_production")
@@ -234,13 +292,70 @@ def evaluate_production(job_id: str) -> None:
     try:
         spec, _snap, _frame, prep = _prepared(job)
         model = mlflow.sklearn.load_model(mlflow_utils.model_uri(spec.name, version))
+    except Exception as exc:  # noqa: BLE001 - the gate then asks a human
+        log.warning("job %s: production v%s could not be loaded: %s", job_id, version, exc)
+        error = f"{type(exc).__name__}: {exc}"
+        ctx.store.update(job_id, production_metrics=None, production_error=error, production_golden=None,
+                         production_golden_error=(f"production v{version} could not be loaded: {error}"[:900]
+                                                  if job.get("golden_sha256") else None),
+                         production_done=True)
+        return
+    fields: dict[str, Any] = {"production_metrics": None}
+    try:
         predictions = model.predict(training.predict_frame(prep, prep.X_test))
-        scores = score_all(spec.task, prep.y_test, predictions)
-        ctx.store.update(job_id, production_metrics=scores, production_done=True)
+        fields["production_metrics"] = score_all(spec.task, prep.y_test, predictions)
     except Exception as exc:  # noqa: BLE001 - the gate then asks a human
         log.warning("job %s: production v%s could not be evaluated: %s", job_id, version, exc)
-        ctx.store.update(job_id, production_metrics=None, production_error=f"{type(exc).__name__}: {exc}",
-                         production_done=True)
+        fields["production_error"] = f"{type(exc).__name__}: {exc}"
+    golden, golden_error = _golden_scores(job, spec, model, f"production v{version}")
+    ctx.store.update(job_id, **fields, production_golden=golden, production_golden_error=golden_error,
+                     production_done=True)
+
+
+def _finite(scores: dict[str, Any] | None) -> dict[str, float] | None:
+    """Scores without NaN/infinity (a metric undefined on a split is left out rather than sent)."""
+    if scores is None:
+        return None
+    return {k: float(v) for k, v in scores.items() if v is not None and math.isfinite(float(v))}
+
+
+def golden_block(job: dict[str, Any]) -> GoldenScores | None:
+    sha = job.get("golden_sha256")
+    if not sha:
+        return None
+    errors = [f"{who}: {job[key]}" for who, key in (("challenger", "challenger_golden_error"),
+                                                     ("production", "production_golden_error")) if job.get(key)]
+    return GoldenScores(sha256=sha, challenger=_finite(job.get("challenger_golden")),
+                        production=_finite(job.get("production_golden")),
+                        error="; ".join(errors)[:2000] or None)
+
+
+def gate_request(job: dict[str, Any], spec: ModelSpec) -> GateRequest:
+    """The job's report to registry-proxy's gate: scores, never an outcome to trust."""
+    challenger = _finite(job["challenger_metrics"]) or {}
+    production_version = job.get("production_version")
+    production = _finite(job.get("production_metrics"))
+    trainer_outcome = None
+    metric = spec.metric
+    if metric is not None and metric.name in challenger:
+        reading = gate.preview(metric, challenger[metric.name], (production or {}).get(metric.name),
+                               production_version)
+        trainer_outcome = reading[0] if reading else None
+    try:  # the spec's metric block: seeds the policy of a model registry-proxy never gated (else ignored)
+        spec_policy = gate.policy_of(metric) if metric is not None else None
+    except ValidationError:
+        spec_policy = None
+    split = job.get("test_split") or {}
+    requested_by = job.get("requested_by")
+    return GateRequest(
+        job_id=job["job_id"], run_id=job["run_id"], model_uri=job["model_uri"],
+        requested_by=str(requested_by)[:64] if requested_by else None, requested_at=job.get("created_at"),
+        challenger_metrics=challenger, production_version=production_version, production_metrics=production,
+        production_error=str(job["production_error"])[:2000] if job.get("production_error") else None,
+        golden=golden_block(job), dataset_digest=(job.get("dataset") or {}).get("sha256"),
+        test_split_sha256=split.get("sha256"), test_split_rows=split.get("rows"), spec_policy=spec_policy,
+        trainer_outcome=trainer_outcome,
+    )
 
 
 @app.task(name="trainer.decide", bind=True, max_retries=720)
@@ -254,35 +369,27 @@ def decide(self, job_id: str) -> None:
         raise self.retry(countdown=5)
     try:
         spec = _spec(job)
-        metric = spec.metric
-        assert metric is not None
-        challenger = float(job["challenger_metrics"][metric.name])
-        production_version = job.get("production_version")
-        production = (job.get("production_metrics") or {}).get(metric.name)
-        outcome, reason = gate.decide(metric, challenger, production, production_version)
-        ctx.store.stage(job_id, "gating", 0.95, decision=outcome, reason=reason)
-        payload = {
-            "version": job["model_version"], "job_id": job_id, "run_id": job["run_id"],
-            "metric": {"name": metric.name, "higher_is_better": metric.higher_is_better,
-                       "threshold": metric.threshold, "margin": metric.margin},
-            "challenger_score": challenger, "production_version": production_version,
-            "production_score": production, "outcome": outcome, "reason": reason,
-            "dataset_digest": job["dataset"]["sha256"], "requested_at": job["created_at"],
-        }
+        request = gate_request(job, spec)
+        ctx.store.stage(job_id, "gating", 0.95, trainer_outcome=request.trainer_outcome)
         answer = gate.call_registry(ctx.settings.registry_url, ctx.settings.registry_service_token, spec.name,
-                                    payload, timeout=ctx.settings.http_timeout_seconds)
-        decision = answer.get("outcome") or outcome
-        ctx.store.update(job_id, status="succeeded", stage="done", progress=1.0, decision=decision,
-                         decision_id=answer.get("decision_id"), finished_at=now_iso())
-        metrics.record_decision(ctx.store.r, spec.name, decision)
+                                    request.model_dump(mode="json"), timeout=ctx.settings.http_timeout_seconds)
+        try:
+            outcome = GateOutcome.model_validate(answer)
+        except ValidationError as exc:
+            raise gate.RegistryError(f"registry-proxy answered an unreadable gate outcome: {exc}",
+                                     transient=False) from exc
+        ctx.store.update(job_id, status="succeeded", stage="done", progress=1.0, model_version=outcome.version,
+                         decision=outcome.outcome, decision_id=outcome.decision_id, reason=outcome.reason,
+                         policy=outcome.policy.model_dump(mode="json"), finished_at=now_iso())
+        metrics.record_decision(ctx.store.r, spec.name, outcome.outcome)
         metrics.record_job(ctx.store.r, spec.name, "succeeded", _seconds_since(job.get("started_at")))
     except gate.RegistryError as exc:
         if exc.transient and self.request.retries < GATE_RETRIES:
             ctx.store.stage(job_id, "gating (registry-proxy unreachable, retrying)", 0.95, reason=str(exc))
             ctx.store.release(job_id, "decide")
             raise self.retry(countdown=GATE_RETRY_SECONDS, max_retries=None) from exc
-        fail(job_id, f"model version {job.get('model_version')} is registered (alias challenger not set) but "
-                     f"the gate call failed: {exc}")
+        fail(job_id, f"the gate call failed (the model is logged at {job.get('model_uri')} in run "
+                     f"{job.get('run_id')}): {exc}")
     except Exception as exc:  # noqa: BLE001
         fail(job_id, _internal(exc))
     finally:

@@ -1,4 +1,5 @@
-"""Train the candidates as nested MLflow runs under one parent run, pick the best, log and register it."""
+"""Train the candidates as nested MLflow runs under one parent run, pick the best and log it in the parent run
+(registry-proxy registers it as a version when the gate is called)."""
 
 from __future__ import annotations
 
