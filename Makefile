@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/services/common:$(CURDIR)/services/trainer:$(CURDIR)/services/registry-proxy:$(CURDIR)/services/predictor
 
-.PHONY: venv test test-fast test-faults lint dev dev-down bench simulate compose-check clean
+.PHONY: venv test test-fast test-faults lint dev dev-down bench simulate compose-check admin-token clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,13 @@ bench: venv
 ## checks the stack end to end (retrain → promoted → predict, restart, state survives), then tears it down.
 compose-check:
 	@bash scripts/compose-check.sh
+
+## make admin-token: the admin's API token that secrets-init generated for the Docker stack (registry-proxy's
+## `admin` principal, every role): from the running stack, or else from the secrets volume (stack down).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+admin-token:
+	@$(COMPOSE) exec -T registry-proxy cat /run/secrets/mlops/registry_admin_token 2>/dev/null && echo \
+	  || $(COMPOSE) run --rm --no-deps -T secrets-init --print registry_admin_token 2>/dev/null
 
 ## make simulate: replay January to June of taxi fares through the real API (needs make dev running).
 simulate: venv

@@ -8,7 +8,8 @@
 #   mlops/redis:7                + redis-server; stands in for redis:7
 #   mlops/prometheus:2           + prometheus; stands in for prom/prometheus
 #
-# Images that already exist are kept (FORCE=1 rebuilds). The host's CA bundle is copied into the rootfs
+# Images that already exist are kept while their docker/base/<dir> is unchanged (each image carries a hash of its
+# folder in the label mlops.base.hash; FORCE=1 rebuilds everything). The host's CA bundle is copied into the rootfs
 # and PIP_CERT points at it, so pip inside `docker build --network host` trusts the same CAs as the host.
 # Needs root, debootstrap and a running Docker engine. Usage: docker/build-base-images.sh [FORCE=1 in env]
 set -euo pipefail
@@ -49,10 +50,15 @@ else
   rm -rf "$WORK/rootfs"
 fi
 
+folder_hash() { (cd "base/$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16; }
+
 for spec in python:mlops/python:3.11-bookworm postgres:mlops/postgres:15 redis:mlops/redis:7 prometheus:mlops/prometheus:2; do
   dir=${spec%%:*} name=${spec#*:}
-  if have "$name"; then log "$name exists"; continue; fi
+  hash=$(folder_hash "$dir")
+  if have "$name" && [ "$(docker image inspect -f '{{index .Config.Labels "mlops.base.hash"}}' "$name")" = "$hash" ]; then
+    log "$name exists (docker/base/$dir unchanged)"; continue
+  fi
   log "docker build $name (docker/base/$dir)"
-  docker build --network host -q -t "$name" "base/$dir"
+  docker build --network host -q --label "mlops.base.hash=$hash" -t "$name" "base/$dir"
 done
 docker image ls 'mlops/*'

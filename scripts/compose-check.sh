@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # `make compose-check`: proves the Docker Compose stack, within a time budget.
-#   1. always: validates the compose files (docker-compose config) with .env.example;
-#   2. where a Docker engine is reachable or can be started: builds the local stand-in base images, builds every
-#      image, brings the stack up, runs the lifecycle (upload a small dataset, POST /retrain, job succeeded and
-#      promoted, POST /predict), restarts the stack (containers removed, volumes kept) and checks that the
-#      registered versions, the audit log and the served model survived, then tears everything down (down -v).
+#   1. always: validates the compose files (docker-compose config) with no env file at all, and with .env.example;
+#   2. where a Docker engine is reachable or can be started: builds the local stand-in base images, then, from a
+#      fresh copy of the working tree (tracked and new files, never .env) and with no env file and no secret in
+#      the environment (secrets-init generates them), builds every image, brings the stack up, reads the admin
+#      token from the running stack, checks that requests without a token are refused (401), runs the lifecycle
+#      with the token (upload a small dataset, POST /retrain, job succeeded and promoted, POST /predict),
+#      restarts the stack (containers removed, volumes kept) and checks that the secrets (the same admin token),
+#      the registered versions, the audit log and the served model survived, then tears everything down (down -v).
 # It says plainly when it skips the engine part, and why. All test traffic goes to 127.0.0.1.
 #
 # Settings (environment):
@@ -27,7 +30,7 @@ ROOT=$PWD
 PROJECT=${COMPOSE_CHECK_PROJECT:-mlops-compose-check}
 NETWORK=${COMPOSE_CHECK_NETWORK:-bridge}
 WORK=${COMPOSE_CHECK_DIR:-/tmp/mlops-compose-check}
-ENV_FILE=$WORK/env
+SRC=$WORK/src  # the fresh copy the stack is built and run from
 # Published ports of the checked stack: the DESIGN ports shifted by 10000, as in docker-compose.hostnet.yml.
 PREDICTOR=http://127.0.0.1:18000 REGISTRY=http://127.0.0.1:18001 TRAINER=http://127.0.0.1:18002
 MLFLOW=http://127.0.0.1:15000 PROMETHEUS=http://127.0.0.1:19090
@@ -57,9 +60,34 @@ files() {
   esac
 }
 
-dc() {  # docker-compose on the checked project, with the generated env file
+dc() {  # docker-compose on the checked project, in the fresh copy (no .env there)
   # shellcheck disable=SC2046
-  MLOPS_ENV_FILE=$ENV_FILE $COMPOSE -p "$PROJECT" --env-file "$ENV_FILE" $(files) "$@"
+  (cd "$SRC" && $COMPOSE -p "$PROJECT" $(files) "$@")
+}
+
+# Every secret secrets-init would take from the environment instead of generating it (docker/secrets-init).
+secret_vars() {
+  python3 -c 'import ast, sys
+tree = ast.parse(open(sys.argv[1]).read())
+env = next(n.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ENV")
+print(" ".join(ast.literal_eval(env).values()))' docker/secrets-init/secrets_init.py
+}
+
+fresh_copy() {  # the working tree as a fresh clone would have it (plus new, not ignored files); never .env
+  mkdir -p "$WORK" && chmod 700 "$WORK"
+  rm -rf "$SRC" && mkdir -p "$SRC"
+  git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -cf - 2>/dev/null \
+    | tar -C "$SRC" -xf - || fail "could not copy the working tree to $SRC"
+  rm -f "$SRC/.env"
+}
+
+# The settings of the check, as plain environment variables (no env file): shifted ports, a short poll.
+check_settings() {
+  local v
+  for v in $(secret_vars); do unset "$v"; done
+  unset COMPOSE_FILE COMPOSE_PROJECT_NAME
+  export BIND_ADDRESS=127.0.0.1 PREDICTOR_PORT=18000 REGISTRY_PORT=18001 TRAINER_PORT=18002 MLFLOW_PORT=15000 \
+    PROMETHEUS_PORT=19090 GRAFANA_PORT=13000 MLFLOW_WORKERS=1 POLL_INTERVAL_SECONDS=2 MODEL_NAME=$MODEL
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -73,14 +101,18 @@ validate() {
   fi
   [ -n "$COMPOSE" ] || fail "neither docker-compose nor 'docker compose' is available to validate the compose files"
   local combo
+  fresh_copy
+  cp .env.example "$WORK/env.example"
   for combo in "docker-compose.yml" \
                "docker-compose.yml docker-compose.override.yml" \
                "docker-compose.yml docker-compose.override.yml docker-compose.local.yml" \
                "docker-compose.yml docker-compose.local.yml docker-compose.hostnet.yml"; do
     # shellcheck disable=SC2046
-    MLOPS_ENV_FILE=.env.example $COMPOSE --env-file .env.example $(printf -- '-f %s ' $combo) config -q \
-      || fail "compose config rejected: $combo"
-    echo "  ok: $combo"
+    (cd "$SRC" && $COMPOSE $(printf -- '-f %s ' $combo) config -q) || fail "compose config rejected (no env file): $combo"
+    # shellcheck disable=SC2046
+    (cd "$SRC" && $COMPOSE --env-file "$WORK/env.example" $(printf -- '-f %s ' $combo) config -q) \
+      || fail "compose config rejected with .env.example: $combo"
+    echo "  ok: $combo (no env file; .env.example)"
   done
 }
 
@@ -123,38 +155,26 @@ stop_engine() {  # stops the dockerd this script started (COMPOSE_CHECK_STOP_ENG
   for ((i = 0; i < 30; i++)); do kill -0 "$STARTED_DOCKERD" 2>/dev/null || return 0; sleep 1; done
 }
 
-write_env() {  # an env file from .env.example with fresh random secrets and the check's ports
-  mkdir -p "$WORK" && chmod 700 "$WORK"
-  cp .env.example "$ENV_FILE"
-  set_env() { grep -q "^$1=" "$ENV_FILE" && sed -i "s|^$1=.*|$1=$2|" "$ENV_FILE" || echo "$1=$2" >>"$ENV_FILE"; }
-  local v
-  for v in POSTGRES_PASSWORD MLFLOW_DB_PASSWORD REGISTRY_DB_PASSWORD REGISTRY_ADMIN_TOKEN REGISTRY_SERVICE_TOKEN \
-           TRAINER_API_TOKEN GRAFANA_ADMIN_PASSWORD; do
-    set_env "$v" "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  done
-  set_env BIND_ADDRESS 127.0.0.1
-  set_env PREDICTOR_PORT 18000
-  set_env REGISTRY_PORT 18001
-  set_env TRAINER_PORT 18002
-  set_env MLFLOW_PORT 15000
-  set_env PROMETHEUS_PORT 19090
-  set_env GRAFANA_PORT 13000
-  set_env MLFLOW_WORKERS 1
-  set_env POLL_INTERVAL_SECONDS 2
-  set_env MODEL_NAME "$MODEL"
-  if grep -q '^[A-Z_]*=changethis$' "$ENV_FILE"; then fail "a secret of .env.example was not replaced"; fi
-}
-
 # ---------------------------------------------------------------------------------------------------------------
 # The engine part (run under `timeout` by main).
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
-get() { curl -fsS --max-time 30 "$1"; }
+# Every request carries the admin's token (in production reads and predictions need a token too).
+auth() { printf 'Authorization: Bearer %s' "$TOKEN"; }
+get() { curl -fsS --max-time 30 -H "$(auth)" "$1"; }
+status_of() {  # status_of METHOD URL [curl args...]: the HTTP status only
+  local method=$1 url=$2; shift 2
+  curl -s -o /dev/null -w '%{http_code}' --max-time 30 -X "$method" "$url" "$@"
+}
+admin_token() {  # the admin token, read from the running registry-proxy's secret file
+  dc exec -T registry-proxy cat /run/secrets/mlops/registry_admin_token 2>/dev/null
+}
 
-wait_healthy() {  # every container of the project running and healthy (or without a healthcheck)
+wait_healthy() {  # every container of the project running and healthy (or without a healthcheck); secrets-init done
   local timeout=$1 start=$SECONDS states bad
   while true; do
     states=$(docker ps -a --filter "label=com.docker.compose.project=$PROJECT" --format '{{.Names}}|{{.Status}}')
-    bad=$(echo "$states" | grep -v -E '\(healthy\)' | grep -v -E '^[^|]+\|Up [^()]*$' || true)
+    bad=$(echo "$states" | grep -v -E '\(healthy\)' | grep -v -E '^[^|]+\|Up [^()]*$' \
+      | grep -v -E '^[^|]*secrets-init[^|]*\|Exited \(0\)' || true)
     if [ -z "$bad" ] && [ -n "$states" ]; then echo "$states" | sed 's/^/  /'; return 0; fi
     # A container that died fails at once; an unhealthy one may recover (slow checks on a busy machine).
     if echo "$bad" | grep -q -E 'Exited|Restarting'; then
@@ -174,7 +194,7 @@ snapshot() {  # registered versions, audit log size and served model, as one lin
 }
 
 predict() {
-  curl -fsS --max-time 30 -X POST "$PREDICTOR/predict" -H 'content-type: application/json' \
+  curl -fsS --max-time 30 -X POST "$PREDICTOR/predict" -H "$(auth)" -H 'content-type: application/json' \
     -d '{"instances": ["WINNER!! Claim your free prize now, call 09061701461", "Are we still meeting for lunch tomorrow?"]}'
 }
 
@@ -186,7 +206,9 @@ engine_part() {
     apt_install debootstrap || fail "debootstrap is needed to build the base images and could not be installed"
   fi
   bash docker/build-base-images.sh | grep -v -E '^(REPOSITORY|mlops/)' || fail "building the base images failed"
-  say "building the stack's images"
+  say "building the stack's images (from a fresh copy in $SRC; no .env, no env file, no secret in the environment)"
+  [ ! -e "$SRC/.env" ] || fail "$SRC/.env exists"
+  dc down -v --remove-orphans >/dev/null 2>&1 || true  # leftovers of an earlier run (COMPOSE_CHECK_KEEP=1)
   t=$SECONDS
   dc build >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; fail "docker-compose build failed (log: $WORK/build.log)"; }
   grep -E '^(Building|Successfully tagged)' "$WORK/build.log" | sed 's/^/  /'
@@ -203,6 +225,25 @@ engine_part() {
   echo "  celery workers answering ping: $nodes"
   [ "$nodes" -ge "${COMPOSE_CHECK_WORKERS:-2}" ] || fail "expected ${COMPOSE_CHECK_WORKERS:-2} workers to answer, got $nodes"
 
+  say "secrets: generated by secrets-init, the admin token read from the running stack"
+  dc logs --no-color secrets-init 2>/dev/null | grep -c ' generated$' | sed 's/^/  secrets generated on the first start: /'
+  TOKEN=$(admin_token) && [ "${#TOKEN}" -ge 32 ] || fail "could not read the admin token from registry-proxy"
+  echo "  admin token: ${#TOKEN} characters"
+  local code body
+  body='{"model_name": "'$MODEL'"}'
+  code=$(status_of POST "$TRAINER/retrain" -H 'content-type: application/json' -d "$body")
+  echo "  POST /retrain without a token → $code"
+  [ "$code" = 401 ] || fail "POST /retrain without a token answered $code, not 401"
+  code=$(status_of POST "$TRAINER/retrain" -H 'content-type: application/json' -H 'Authorization: Bearer not-a-token' -d "$body")
+  echo "  POST /retrain with a wrong token → $code"
+  [ "$code" = 401 ] || fail "POST /retrain with a wrong token answered $code, not 401"
+  code=$(status_of GET "$REGISTRY/models/$MODEL")
+  echo "  GET registry /models/$MODEL without a token → $code"
+  [ "$code" = 401 ] || fail "a registry read without a token answered $code, not 401 (ENVIRONMENT=production)"
+  code=$(status_of POST "$PREDICTOR/predict" -H 'content-type: application/json' -d '{"instances": ["hi"]}')
+  echo "  POST /predict without a token → $code"
+  [ "$code" = 401 ] || fail "POST /predict without a token answered $code, not 401 (ENVIRONMENT=production)"
+
   say "lifecycle: a small dataset, retrain, promote, predict"
   local dataset job_id job status decision version
   if [ "${COMPOSE_CHECK_DATA:-upload}" = upload ]; then
@@ -215,14 +256,14 @@ with open(sys.argv[2], "w", newline="", encoding="utf-8") as out:
     writer.writerow(header)
     writer.writerows(row for i, row in enumerate(body) if i % 2 == 0)  # every 2nd row: ~2,800, same class mix
 PY
-    dataset=$(curl -fsS --max-time 60 -F "file=@$WORK/sms_subset.csv" "$TRAINER/datasets" | json "d['dataset_id']") \
+    dataset=$(curl -fsS --max-time 60 -H "$(auth)" -F "file=@$WORK/sms_subset.csv" "$TRAINER/datasets" | json "d['dataset_id']") \
       || fail "POST /datasets failed"
     echo "  uploaded dataset $dataset"
   else
     dataset=data/sms_spam.csv
     echo "  dataset $dataset (in the image)"
   fi
-  job_id=$(curl -fsS --max-time 30 -X POST "$TRAINER/retrain" -H 'content-type: application/json' -d @- <<EOF | json "d['job_id']"
+  job_id=$(curl -fsS --max-time 30 -X POST "$TRAINER/retrain" -H "$(auth)" -H 'content-type: application/json' -d @- <<EOF | json "d['job_id']"
 {"model_name": "$MODEL", "idempotency_key": "compose-check-$(date +%s)",
  "spec": {"data": {"uri": "$dataset", "text_column": "text", "label_column": "label"},
           "metric": {"name": "f1_macro", "higher_is_better": true, "threshold": 0.7},
@@ -255,7 +296,7 @@ EOF
   [ "$(echo "$answer" | json "d['predictions']")" = "['spam', 'ham']" ] || fail "unexpected predictions: $answer"
 
   say "restarting the stack (containers removed, named volumes kept)"
-  local before after
+  local before after token_before=$TOKEN
   before=$(snapshot) || fail "could not read the state before the restart"
   echo "$before" | sed 's/^/  before: /'
   t=$SECONDS
@@ -264,6 +305,10 @@ EOF
   dc up -d --scale trainer-worker="${COMPOSE_CHECK_WORKERS:-2}" 2>&1 | tail -1
   wait_healthy 420 >/dev/null
   echo "  healthy again $((SECONDS - t))s after the restart began"
+  TOKEN=$(admin_token) || fail "could not read the admin token after the restart"
+  [ "$TOKEN" = "$token_before" ] || fail "the admin token changed across down/up: the secrets did not survive"
+  ! dc logs --no-color secrets-init 2>/dev/null | grep -q ' generated$' || fail "secrets-init generated secrets again"
+  echo "  secrets survived: the same admin token, nothing generated again"
   until [ "$(get "$PREDICTOR/model" 2>/dev/null | json "str(d.get('model_version'))" 2>/dev/null)" = "$version" ]; do
     ((SECONDS - t > 540)) && fail "after the restart the predictor does not serve version $version"
     sleep 1
@@ -287,7 +332,7 @@ teardown() {
   if [ "${COMPOSE_CHECK_KEEP:-0}" = 1 ]; then say "COMPOSE_CHECK_KEEP=1: the stack stays up (project $PROJECT)"; return; fi
   say "tearing down (docker-compose down -v)"
   # shellcheck disable=SC2046
-  MLOPS_ENV_FILE=$ENV_FILE timeout 120 $COMPOSE -p "$PROJECT" --env-file "$ENV_FILE" $(files) down -v --remove-orphans 2>&1 | tail -3
+  (cd "$SRC" && timeout 120 $COMPOSE -p "$PROJECT" $(files) down -v --remove-orphans 2>&1 | tail -3)
   # Superseded builds of the stack's images (untagged, labelled by our Dockerfiles); tagged images stay as cache.
   timeout 60 docker image prune -f --filter label=org.opencontainers.image.vendor=mlops-stack 2>&1 | tail -1
 }
@@ -301,8 +346,8 @@ main() {
     echo "compose-check: engine part SKIPPED: $SKIP_REASON; only the compose files were validated"
     return 0
   fi
-  write_env
-  export COMPOSE ENV_FILE PROJECT NETWORK WORK
+  check_settings
+  export COMPOSE PROJECT NETWORK WORK SRC
   timeout -k 10 "${COMPOSE_CHECK_BUDGET:-1800}" "$0" --engine-part
   rc=$?
   [ "$rc" = 124 ] && echo "compose-check: FAILED: the engine part ran out of its ${COMPOSE_CHECK_BUDGET:-1800}s budget" >&2

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -16,11 +17,43 @@ DOCKERFILES = [REPO / "services" / s / "Dockerfile" for s in ("trainer", "regist
     REPO / "docker" / "mlflow" / "Dockerfile"
 ]
 PUBLISHED = {"predictor", "registry-proxy", "trainer-api", "prometheus", "grafana", "mlflow"}
-BUILT = {"mlflow", "registry-proxy", "trainer-api", "trainer-worker", "trainer-beat", "predictor"}
+BUILT = {"secrets-init", "mlflow", "registry-proxy", "trainer-api", "trainer-worker", "trainer-beat", "predictor"}
+SECRETS_DIR = "/run/secrets/mlops"
+# Which secrets-init volume (docker/secrets-init/secrets_init.py VOLUMES) each service mounts.
+SECRET_VOLUME = {"postgres": "postgres", "redis": "redis", "mlflow": "mlflow", "registry-proxy": "registry-proxy",
+                 "trainer-api": "trainer", "trainer-worker": "trainer", "trainer-beat": "trainer",
+                 "predictor": "predictor", "grafana": "grafana"}
+# The settings each Python service reads from a secret file, and its MLflow user.
+SECRET_SETTINGS = {
+    "registry-proxy": {"REDIS_URL", "REGISTRY_DATABASE_URL", "REGISTRY_ADMIN_TOKEN", "REGISTRY_SERVICE_TOKEN",
+                       "TRAINER_API_TOKEN", "MLFLOW_TRACKING_PASSWORD"},
+    **{name: {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REGISTRY_SERVICE_TOKEN",
+              "MLFLOW_TRACKING_PASSWORD"} for name in ("trainer-api", "trainer-worker", "trainer-beat")},
+    "predictor": {"REDIS_URL", "MLFLOW_TRACKING_PASSWORD"},
+}
+MLFLOW_USER = {"registry-proxy": "registry-proxy", "trainer-api": "trainer", "trainer-worker": "trainer",
+               "trainer-beat": "trainer", "predictor": "predictor"}
+SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|_URL$|_URI$|BACKEND$)")
 
 
 def load(name: str) -> dict:
     return yaml.safe_load((REPO / name).read_text())
+
+
+def _secrets_init():
+    spec = importlib.util.spec_from_file_location("secrets_init", REPO / "docker/secrets-init/secrets_init.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+secrets_init = _secrets_init()
+
+
+def secret_files_named(service: dict) -> set[str]:
+    """Every /run/secrets/mlops/<file> a service's definition refers to (environment, command, healthcheck...)."""
+    text = yaml.safe_dump({k: v for k, v in service.items() if k != "volumes"})
+    return set(re.findall(rf"{SECRETS_DIR}/([A-Za-z0-9_.-]+)", text))
 
 
 @pytest.fixture(scope="module")
@@ -29,24 +62,34 @@ def base() -> dict:
 
 
 def test_every_service_is_there(base: dict) -> None:
-    assert set(base) == {"postgres", "redis", "mlflow", "registry-proxy", "trainer-api", "trainer-worker",
-                         "trainer-beat", "predictor", "prometheus", "grafana"}
+    assert set(base) == {"secrets-init", "postgres", "redis", "mlflow", "registry-proxy", "trainer-api",
+                         "trainer-worker", "trainer-beat", "predictor", "prometheus", "grafana"}
 
 
 def test_every_service_has_a_healthcheck(base: dict) -> None:
     dockerfile_health = {"mlflow", "registry-proxy", "trainer-api", "predictor"}
     for name, service in base.items():
+        if name == "secrets-init":  # one-shot: the others wait for it to complete
+            assert "healthcheck" not in service and "restart" not in service
+            continue
         assert "healthcheck" in service or name in dockerfile_health, name
     for path in DOCKERFILES:
         assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"-c\", \".*urllib.request.*/health",
                          path.read_text(), re.M), path
 
 
-def test_dependencies_wait_for_health(base: dict) -> None:
+def test_dependencies_wait_for_health_and_for_the_secrets(base: dict) -> None:
+    """Every service starts after secrets-init has completed, and after the servers it uses are healthy."""
+    assert "depends_on" not in base["secrets-init"]
     for name, service in base.items():
-        for dep, cond in (service.get("depends_on") or {}).items():
-            assert cond == {"condition": "service_healthy"}, (name, dep)
-    assert set(base["mlflow"]["depends_on"]) == {"postgres"}
+        if name == "secrets-init":
+            continue
+        deps = service.get("depends_on") or {}
+        assert deps.get("secrets-init") == {"condition": "service_completed_successfully"}, name
+        for dep, cond in deps.items():
+            if dep != "secrets-init":
+                assert cond == {"condition": "service_healthy"}, (name, dep)
+    assert set(base["mlflow"]["depends_on"]) == {"secrets-init", "postgres"}
 
 
 def test_workers_scale(base: dict) -> None:
@@ -62,24 +105,104 @@ def test_only_public_apis_grafana_and_prometheus_are_published(base: dict) -> No
     override = load("docker-compose.override.yml")["services"]
     assert {n for n, s in override.items() if s.get("ports")} == PUBLISHED
     assert all(p.startswith("127.0.0.1:") for p in override["mlflow"]["ports"])
+    # the others on the loopback interface unless BIND_ADDRESS says otherwise
+    for name in PUBLISHED - {"mlflow"}:
+        assert all(p.startswith("${BIND_ADDRESS:-127.0.0.1}:") for p in override[name]["ports"]), name
+    assert re.search(r"^BIND_ADDRESS=127\.0\.0\.1$", (REPO / ".env.example").read_text(), re.M)
+
+
+def test_no_env_file_is_needed(base: dict) -> None:
+    """`docker compose up` from a fresh clone: nothing refers to a .env that does not exist, and no variable is
+    required (${VAR:?...})."""
+    assert not any("env_file" in s for s in base.values())
+    for name in ("docker-compose.yml", "docker-compose.override.yml", "docker-compose.local.yml",
+                 "docker-compose.hostnet.yml"):
+        text = (REPO / name).read_text()
+        assert not re.search(r"\$\{[A-Z0-9_]+:?\?", text), name
+        assert "changethis" not in text, name
+    assert "changethis" not in (REPO / ".env.example").read_text()
 
 
 def test_each_service_gets_only_its_own_secrets(base: dict) -> None:
-    """env_file hands every Python service the whole .env; the compose file blanks the secrets a service has no
-    use for, so a compromised predictor holds no token and no database password."""
+    """secrets-init writes one volume per service with exactly the files it reads; each service mounts its own
+    volume read-only, and nothing else that holds a secret."""
+    volumes = secrets_init.VOLUMES
+    assert set(volumes) == set(SECRET_VOLUME.values())
+    init = base["secrets-init"]
+    assert sorted(init["volumes"]) == sorted(["secrets:/secrets"] + [f"secrets-{v}:/out/{v}" for v in volumes])
+    for name, service in base.items():
+        if name == "secrets-init":
+            continue
+        mounts = [v for v in service.get("volumes", []) if v.split(":")[0].startswith("secrets")]
+        if name not in SECRET_VOLUME:
+            assert not mounts and not secret_files_named(service), name
+            continue
+        assert mounts == [f"secrets-{SECRET_VOLUME[name]}:{SECRETS_DIR}:ro"], name
+        assert secret_files_named(service) == set(volumes[SECRET_VOLUME[name]]), name
+        # and no secret in plain: every secret-looking variable is a path under /run/secrets/mlops
+        for key, value in (service.get("environment") or {}).items():
+            if SECRET_NAME.search(key) and not key.endswith("_FILE") and value is not None:
+                assert key in {"TRAINER_ALERT_WEBHOOK_URL", "OPERATOR_ALERT_WEBHOOK_URL", "MLFLOW_TRACKING_URI",
+                               "REGISTRY_URL", "PUBLIC_URL", "MLFLOW_PUBLIC_URL"}, (name, key)
+    # The Python services: setting X from X_FILE, exactly the secrets each one uses.
+    for name, own in SECRET_SETTINGS.items():
+        env = base[name]["environment"]
+        from_files = {k.removesuffix("_FILE") for k, v in env.items() if k.endswith("_FILE")}
+        assert from_files == own, name
+        assert not own & set(env), f"{name}: a plain value would win over the file"
+        assert all(env[f"{k}_FILE"].startswith(f"{SECRETS_DIR}/") for k in own), name
+        assert env["MLFLOW_TRACKING_USERNAME"] == MLFLOW_USER[name], name
+    # Only the trainer containers get the (optional, user-given) S3 secret key.
+    assert {n for n, s in base.items() if "AWS_SECRET_ACCESS_KEY" in (s.get("environment") or {})} == {
+        "trainer-api", "trainer-worker", "trainer-beat"}
+
+
+def test_secrets_init_takes_every_override_and_nothing_is_a_shared_default(base: dict) -> None:
+    env = base["secrets-init"]["environment"]
     example = (REPO / ".env.example").read_text()
-    secrets = set(re.findall(r"^#?\s*([A-Z_]*(?:PASSWORD|TOKEN|SECRET_ACCESS_KEY))=", example, re.M))
-    assert {"POSTGRES_PASSWORD", "REGISTRY_ADMIN_TOKEN", "TRAINER_API_TOKEN"} <= secrets
-    needs = {"predictor": set(), "registry-proxy": {"REGISTRY_ADMIN_TOKEN", "REGISTRY_SERVICE_TOKEN"}}
-    needs |= {name: {"REGISTRY_SERVICE_TOKEN", "TRAINER_API_TOKEN", "AWS_SECRET_ACCESS_KEY"}
-              for name in ("trainer-api", "trainer-worker", "trainer-beat")}
-    for name, own in needs.items():
-        service = base[name]
-        assert service["env_file"], name
-        env = service["environment"]
-        given = {key for key in secrets if env.get(key) != ""}
-        assert given == own, name
-        assert all(env[key].startswith((f"${{{key}:?", f"${{{key}:-")) for key in own), name
+    for var in secrets_init.ENV.values():
+        assert env[var] == f"${{{var}:-}}", var  # empty: generated at random on the first start
+        assert re.search(rf"^# {var}=$", example, re.M), f"{var}: listed in .env.example without a value"
+    assert base["secrets-init"]["network_mode"] == "none"
+    assert base["secrets-init"]["build"]["context"] == "./docker"
+
+
+def test_the_servers_read_their_secrets_from_files(base: dict) -> None:
+    pg = base["postgres"]["environment"]
+    assert pg["POSTGRES_PASSWORD_FILE"] == f"{SECRETS_DIR}/postgres_password" and "POSTGRES_PASSWORD" not in pg
+    init_script = (REPO / "docker/postgres/init-databases.sh").read_text()
+    for var in ("MLFLOW_DB_PASSWORD", "REGISTRY_DB_PASSWORD"):
+        assert pg[f"{var}_FILE"].startswith(SECRETS_DIR) and var in init_script
+    assert "CREATE DATABASE mlflow_auth OWNER mlflow" in init_script
+    assert base["redis"]["command"][:3] == ["redis-server", "--aclfile", f"{SECRETS_DIR}/users.acl"]
+    assert "--user healthcheck" in base["redis"]["healthcheck"]["test"][1]
+    ml = base["mlflow"]["environment"]
+    for var in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI", "MLFLOW_AUTH_ADMIN_PASSWORD",
+                "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert ml[f"{var}_FILE"].startswith(f"{SECRETS_DIR}/") and var not in ml, var
+    assert dict(u.split("=") for u in ml["MLFLOW_SERVICE_USERS"].split()) == {
+        user: f"{SECRETS_DIR}/mlflow_password_{user.replace('-', '_')}" for user in set(MLFLOW_USER.values())}
+    gf = base["grafana"]
+    assert gf["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == f"{SECRETS_DIR}/grafana_admin_password"
+    assert f"cat {SECRETS_DIR}/trainer_api_token" in " ".join(gf["entrypoint"])
+
+
+def test_grafana_gets_every_variable_its_provisioning_uses(base: dict) -> None:
+    """Grafana expands ${VAR} in its provisioning files from its environment, and refuses to provision a
+    contact point without a URL: every variable there has a value (or a default) in compose."""
+    grafana = base["grafana"]
+    given = {k for k, v in grafana["environment"].items() if v not in (None, "")}
+    given |= set(re.findall(r"export ([A-Z_][A-Z0-9_]*)", " ".join(grafana.get("entrypoint") or [])))
+    used = set()
+    for path in (REPO / "infra/grafana/provisioning").rglob("*.y*ml"):
+        # ${VAR} and $VAR (upper case: $labels and $values are the alert templates' own)
+        for braced, bare in re.findall(r"\$\{([A-Za-z_]\w*)\}|\$([A-Z_][A-Z0-9_]*)\b", path.read_text()):
+            used.add(braced or bare)
+    assert {"TRAINER_ALERT_WEBHOOK_URL", "TRAINER_API_TOKEN", "OPERATOR_ALERT_WEBHOOK_URL"} <= used
+    assert used - given == set(), "give these to the grafana service in docker-compose.yml"
+    for key in used & set(grafana["environment"]):
+        value = str(grafana["environment"][key])
+        assert not value.startswith("${") or ":-" in value, f"{key} needs a default: {value}"
 
 
 def test_state_lives_in_named_volumes(base: dict) -> None:
@@ -98,17 +221,42 @@ def test_local_and_hostnet_overrides_cover_the_stack(base: dict) -> None:
     for name in BUILT:
         assert local[name]["build"]["args"]["PYTHON_IMAGE"] == "mlops/python:3.11-bookworm", name
         assert local[name]["build"]["network"] == "host", name
-    assert {n for n, s in hostnet.items() if s.get("network_mode") == "host"} == set(base)
+    assert {n for n, s in hostnet.items() if s.get("network_mode") == "host"} == set(base) - {"secrets-init"}
+    assert "network_mode" not in hostnet["secrets-init"], "secrets-init needs no network"
     assert not any("ports" in s for s in hostnet.values())
+    # under host networking the URLs secrets-init writes point at the shifted ports, and nothing overrides them
+    assert hostnet["secrets-init"]["environment"] == {"POSTGRES_ADDRESS": "127.0.0.1:15432",
+                                                      "REDIS_ADDRESS": "127.0.0.1:16379"}
+    for name, service in hostnet.items():
+        env = service.get("environment") or {}
+        assert not {k for k in env if k in {"REDIS_URL", "CELERY_BROKER_URL", "REGISTRY_DATABASE_URL",
+                                            "MLFLOW_BACKEND_STORE_URI"}}, name
 
 
-def test_every_compose_variable_is_in_env_example() -> None:
+def test_every_compose_variable_is_in_env_example(base: dict) -> None:
     example = (REPO / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.M))
     used = set()
     for name in ("docker-compose.yml", "docker-compose.override.yml", "docker-compose.hostnet.yml"):
         used |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (REPO / name).read_text()))
-    assert used - listed - {"MLOPS_ENV_FILE"} == set()
+    # settings passed on from .env or the environment when set (no value in the compose file)
+    passed = {k for s in base.values() for k, v in (s.get("environment") or {}).items() if v is None}
+    assert used - listed == set()
+    assert passed - listed == set()
+
+
+def test_every_setting_of_env_example_reaches_a_service(base: dict) -> None:
+    """Without env_file, a setting in .env only reaches a container that the compose file passes it to."""
+    example = (REPO / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.M))
+    compose_text = "".join((REPO / n).read_text() for n in ("docker-compose.yml", "docker-compose.override.yml"))
+    reaching = {k for s in base.values() for k in (s.get("environment") or {})}
+    reaching |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose_text))
+    # set by compose itself (addresses, files, image paths) or only for `make dev`
+    compose_sets = {"MLFLOW_TRACKING_URI", "REDIS_URL", "REGISTRY_URL", "REGISTRY_DATABASE_URL",
+                    "MLFLOW_BACKEND_STORE_URI", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "MODELS_DIR",
+                    "DATASETS_DIR", "PUBLIC_URL"}
+    assert listed - reaching - compose_sets == set()
 
 
 def test_dockerfiles_share_the_dependency_layer_and_run_as_non_root() -> None:

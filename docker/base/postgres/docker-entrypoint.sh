@@ -9,6 +9,16 @@ shift
 : "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
 export POSTGRES_USER POSTGRES_DB
 
+# As the official image: POSTGRES_PASSWORD may instead be given as a file, POSTGRES_PASSWORD_FILE (Docker secrets).
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+  if [ -n "${POSTGRES_PASSWORD:-}" ]; then
+    echo "both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set (but are exclusive)" >&2
+    exit 1
+  fi
+  POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+  unset POSTGRES_PASSWORD_FILE
+fi
+
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   if [ -z "${POSTGRES_PASSWORD:-}" ]; then
     echo "POSTGRES_PASSWORD is not set: refusing to create a database cluster without a password" >&2
@@ -35,4 +45,5 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "database cluster initialised in $PGDATA"
 fi
 
+unset POSTGRES_PASSWORD  # only initdb needs it
 exec postgres "$@"
