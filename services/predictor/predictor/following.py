@@ -39,8 +39,9 @@ class ModelFollower:
     """Keeps ``current`` equal to the version that holds the ``production`` alias.
 
     One reconcile loop does all loading (so two loads never race); alias events and the poll timer only wake
-    it. A new version is loaded and warmed up in a worker thread while the old one keeps serving, then the
-    reference is swapped in one assignment. A version that fails is not swapped in and is retried later.
+    it: what an alias points at is always read from MLflow, never taken from an event. A new version is loaded
+    and warmed up in a worker thread while the old one keeps serving, then the reference is swapped in one
+    assignment. A version that fails is not swapped in and is retried later.
     """
 
     def __init__(self, settings: PredictorSettings, on_swap: Callable[[LoadedModel | None, LoadedModel], None],
@@ -57,9 +58,10 @@ class ModelFollower:
         self.client = mlflow_utils.client(settings.mlflow_tracking_uri)
         self.tasks: list[asyncio.Task[None]] = []
         self.woken_at: float | None = None
-        # A challenger announced by an event is loaded ahead of its promotion and kept here.
+        # After an event about `challenger`, the version MLflow says holds it is loaded ahead of its promotion
+        # and kept here.
         self.standby: LoadedModel | None = None
-        self.prefetch_version: str | None = None
+        self.check_challenger = False
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,7 +86,7 @@ class ModelFollower:
         while True:
             try:
                 await self.reconcile()
-                if self.prefetch_version is not None:
+                if self.check_challenger:
                     await self._prefetch()
             except asyncio.CancelledError:
                 raise
@@ -109,6 +111,7 @@ class ModelFollower:
         target = str(found.version) if found is not None else None
         self.status.alias_version = target
         if target is None or (self.current is not None and self.current.version == target):
+            self.status.last_error = None  # in step with the alias: no problem pending
             return
         attempts, retry_at = self.retry_at.get(target, (0, 0.0))
         if attempts and time.monotonic() < retry_at:
@@ -116,9 +119,19 @@ class ModelFollower:
         await self._load(target, reason, triggered)
 
     async def _prefetch(self) -> None:
-        """Load the announced challenger ahead of its promotion (kept as ``standby``)."""
-        version, self.prefetch_version = self.prefetch_version, None
-        if (version is None or not self.settings.prefetch_challenger
+        """Load the version that holds ``challenger`` in MLflow ahead of its promotion (kept as ``standby``).
+        The event that woke us only says the alias moved; which version holds it is MLflow's answer."""
+        self.check_challenger = False
+        if not self.settings.prefetch_challenger:
+            return
+        try:
+            found = await asyncio.to_thread(mlflow_utils.version_by_alias, self.client, self.name,
+                                            mlflow_utils.CHALLENGER)
+        except Exception as exc:
+            log.warning("%s: could not read the challenger alias: %s", self.name, exc)
+            return
+        version = str(found.version) if found is not None else None
+        if (version is None
                 or (self.current is not None and self.current.version == version)
                 or (self.standby is not None and self.standby.version == version)):
             return
@@ -150,6 +163,7 @@ class ModelFollower:
                 self.retry_at[version] = (attempts, time.monotonic() + delay)
                 self.status.reloads["failure"] += 1
                 self.status.failed_versions[version] = str(exc)[:500]
+                self.status.last_error = f"version {version} not swapped in: {exc}"[:500]
                 metrics.RELOADS.labels(self.name, "failure").inc()
                 log.error("%s: version %s not swapped in, still serving %s: %s", self.name, version,
                           self.current.version if self.current else "nothing", exc)
@@ -160,6 +174,7 @@ class ModelFollower:
         self.previous = old if self.settings.keep_previous_model else None
         self.retry_at.pop(version, None)
         self.status.failed_versions.pop(version, None)
+        self.status.last_error = None
         self.status.reloads["success"] += 1
         metrics.RELOADS.labels(self.name, "success").inc()
         self.status.last_swap = {"from_version": old.version if old else None, "to_version": version,
@@ -188,12 +203,14 @@ class ModelFollower:
                         continue
                     if event.model != self.name:
                         continue
+                    # An event only wakes the reconcile loop, which reads the alias from MLflow: its version is
+                    # never trusted (anyone who can publish on the channel could name any version).
                     if event.alias == mlflow_utils.PRODUCTION:
                         self.status.events_received += 1
                         self.poke()
-                    elif event.alias == mlflow_utils.CHALLENGER and event.version:
+                    elif event.alias == mlflow_utils.CHALLENGER:
                         self.status.events_received += 1
-                        self.prefetch_version = str(event.version)
+                        self.check_challenger = True
                         self.wake.set()
             except asyncio.CancelledError:
                 raise

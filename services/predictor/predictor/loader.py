@@ -10,7 +10,15 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from predictor.loading import LoadedModel, ModelLoadError, assemble, fetch_version, load_version, preload
+from predictor.loading import (
+    LoadedModel,
+    ModelLoadError,
+    ModelTrust,
+    assemble,
+    fetch_version,
+    load_version,
+    preload,
+)
 from predictor.settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -21,6 +29,9 @@ class ModelLoader:
         self.settings = settings
         self.in_process = not settings.load_in_subprocess
         self.pool: ProcessPoolExecutor | None = None
+        # What either path may deserialise: the project's allowlist plus the settings, never the model's own.
+        self.trust = ModelTrust(extra_types=tuple(settings.model_trusted_types),
+                                allow_pickle=settings.model_allow_pickle)
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
@@ -35,10 +46,11 @@ class ModelLoader:
     async def load(self, name: str, version: str) -> LoadedModel:
         uri, cache = self.settings.mlflow_tracking_uri, self.settings.model_cache_dir
         if self.in_process:
-            return await asyncio.to_thread(load_version, uri, name, version, cache)
+            return await asyncio.to_thread(load_version, uri, name, version, cache, self.trust)
         loop = asyncio.get_running_loop()
         try:
-            fetched = await loop.run_in_executor(self._pool(), fetch_version, uri, name, version, cache)
+            fetched = await loop.run_in_executor(self._pool(), fetch_version, uri, name, version, cache,
+                                                 self.trust)
         except BrokenProcessPool as exc:
             self.pool = None
             raise ModelLoadError(f"the loader process died while loading {name} version {version}") from exc

@@ -18,6 +18,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.models import Model
+from mlflow.pyfunc import PyFuncModel
 
 from mlops_common import mlflow_utils
 from mlops_common.drift import DriftMonitor
@@ -27,9 +29,87 @@ log = logging.getLogger(__name__)
 
 TEXT_TASK = "text-classification"
 
+# The types skops is told to trust, beyond its own defaults (numpy, scikit-learn estimators...), when it loads
+# a model: what this stack's trainer builds (our featurizers, sparse matrices kept by k-NN, k-NN search trees,
+# decision trees of the forest and boosting candidates). Held here, in the project's code, plus the operator's
+# MODEL_TRUSTED_TYPES; the `skops_trusted_types` a model carries in its own MLmodel file is ignored.
+# Note: skops warns that a crafted sklearn.tree._tree.Tree can crash predict(); it is trusted because the
+# trainer's random_forest and gradient_boosting candidates need it.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "mlops_common.featurizers.TextColumn",
+    "mlops_common.featurizers.Word2VecVectorizer",
+    "mlops_common.tabular.TabularFeatures",
+    "numpy.dtype",
+    "scipy.sparse._csr.csr_matrix",
+    "scipy.sparse._csr.csr_array",
+    "scipy.sparse._csc.csc_matrix",
+    "scipy.sparse._csc.csc_array",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+    "sklearn.tree._tree.Tree",
+)
+PICKLE_FORMATS = ("pickle", "cloudpickle")
+
 
 class ModelLoadError(RuntimeError):
     """The version could not be downloaded, loaded or warmed up."""
+
+
+@dataclass(frozen=True)
+class ModelTrust:
+    """What a loader may deserialise; decided by the project and its settings, never by the model."""
+
+    extra_types: tuple[str, ...] = ()
+    allow_pickle: bool = False
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(set(TRUSTED_TYPES) | set(self.extra_types))
+
+
+def load_sklearn_pyfunc(local: Path, label: str, trust: ModelTrust) -> PyFuncModel:
+    """The pyfunc model of the sklearn model downloaded in ``local``, deserialised once, by us: a skops file
+    with the project's allowlist, a pickle only when allowed. Unlike ``mlflow.pyfunc.load_model`` this reads
+    from MLmodel only where the model file is and its format: not its trusted types, loader module or code."""
+    import skops.io
+    from mlflow.sklearn import _SklearnModelWrapper
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    meta = Model.load(str(local / "MLmodel"))
+    conf = meta.flavors.get("sklearn")
+    if not conf:
+        raise ModelLoadError(f"{label} refused: not a scikit-learn model (flavors: {sorted(meta.flavors)})")
+    fmt = conf.get("serialization_format", "pickle")
+    root = local.resolve()
+    path = (root / str(conf.get("pickled_model") or "")).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ModelLoadError(f"{label} refused: its model file {conf.get('pickled_model')!r} is not in the model")
+    if fmt == "skops":
+        trusted = trust.types
+        try:
+            raw = skops.io.load(path, trusted=trusted)
+        except UntrustedTypesFoundException:
+            untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
+            raise ModelLoadError(
+                f"{label} refused: untrusted types {untrusted} in its skops file (not in the predictor's "
+                "allowlist; the model's own skops_trusted_types are ignored; add reviewed types to "
+                "MODEL_TRUSTED_TYPES)") from None
+    elif fmt in PICKLE_FORMATS:
+        if not trust.allow_pickle:
+            raise ModelLoadError(f"{label} refused: saved in the {fmt} format, which can run any code when "
+                                 "loaded; only skops models are loaded unless MODEL_ALLOW_PICKLE=true")
+        import cloudpickle  # reads pickle and cloudpickle files alike
+
+        with path.open("rb") as fh:
+            raw = cloudpickle.load(fh)
+    else:
+        raise ModelLoadError(f"{label} refused: unknown serialization format {fmt!r}")
+    return PyFuncModel(model_meta=meta, model_impl=_SklearnModelWrapper(raw), predict_fn="predict",
+                       model_id=meta.model_id)
 
 
 @dataclass
@@ -176,8 +256,11 @@ def _warm(model: LoadedModel, example: list[Any] | None) -> None:
                              f"{type(exc).__name__}: {exc}") from exc
 
 
-def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | None = None) -> FetchedVersion:
-    """Download, load and warm up ``models:/<name>/<version>``; blocking, meant for a loader process."""
+def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | None = None,
+                  trust: ModelTrust | None = None) -> FetchedVersion:
+    """Download, load (with ``trust``) and warm up ``models:/<name>/<version>``; blocking, meant for a loader
+    process."""
+    trust = trust or ModelTrust()
     started = time.perf_counter()
     client = mlflow_utils.client(tracking_uri)
     workdir = Path(tempfile.mkdtemp(prefix=f"predictor-{version}-", dir=cache_dir))
@@ -195,12 +278,13 @@ def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | 
             try:
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=mlflow_utils.model_uri(name, version), dst_path=str(workdir / "model"))
-                pyfunc = mlflow.pyfunc.load_model(local)
-                pyfunc.get_raw_model()
+                pyfunc = load_sklearn_pyfunc(Path(local), f"{name} version {version}", trust)
                 try:
                     raw_example = pyfunc.metadata.load_input_example(local)
                 except Exception:
                     raw_example = None
+            except ModelLoadError:
+                raise
             except Exception as exc:
                 raise ModelLoadError(f"could not load {name} version {version}: {type(exc).__name__}: {exc}") from exc
             reference, spec = reference_future.result(), spec_future.result()
@@ -231,15 +315,17 @@ def assemble(fetched: FetchedVersion) -> LoadedModel:
     return model
 
 
-def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path | None = None) -> LoadedModel:
+def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path | None = None,
+                 trust: ModelTrust | None = None) -> LoadedModel:
     """Fetch and assemble in this process (blocking: run it in a worker thread)."""
-    return assemble(fetch_version(tracking_uri, name, version, cache_dir))
+    return assemble(fetch_version(tracking_uri, name, version, cache_dir, trust))
 
 
 def preload() -> bool:
     """Imports a loader process needs, done ahead of the first load."""
     import mlflow.pyfunc  # noqa: F401
     import mlflow.sklearn  # noqa: F401
+    import skops.io  # noqa: F401
 
     return True
 

@@ -38,6 +38,11 @@ class PredictorSettings(CommonSettings):
     load_retry_seconds: float = Field(30.0, gt=0)
     # Load versions in a separate loader process (the server only unpickles the result); false: in a thread.
     load_in_subprocess: bool = True
+    # skops types trusted when loading a model, on top of the predictor's allowlist (loading.TRUSTED_TYPES):
+    # a JSON list of fully qualified names. The list a model carries in its own MLmodel file is never used.
+    model_trusted_types: list[str] = Field(default_factory=list)
+    # Also load models saved as pickle or cloudpickle (they can run any code when loaded); skops only otherwise.
+    model_allow_pickle: bool = False
     # Where downloaded model versions are kept (a temporary folder when empty).
     model_cache_dir: Path | None = None
     # Prefix of this predictor's Redis keys (predictions kept for feedback, quality window).
