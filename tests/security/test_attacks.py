@@ -68,7 +68,7 @@ def test_a_scientist_cannot_lower_the_bar(guarded: dict, trainer_url: str, regis
     """A scientist's retrain that changes the gate policy (threshold 0) is refused with 403 naming the policy
     and who may change it; the policy stays at its revision; a direct policy change is refused too."""
     before = httpx.get(f"{registry_url}/models/{guarded['name']}/policy", timeout=30).json()
-    r = submit(trainer_url, guarded["name"], {"metric": {"threshold": 0}}, token=guarded["scientist"])
+    r = submit(trainer_url, guarded["name"], text_spec(guarded["clean"], threshold=0), token=guarded["scientist"])
     assert r.status_code == 403, r.text
     assert "approver" in r.json()["detail"] and "policy" in r.json()["detail"]
     r = httpx.put(f"{registry_url}/models/{guarded['name']}/policy", headers=bearer(guarded["scientist"]),
@@ -90,7 +90,9 @@ def test_label_flipped_data_is_trained_but_stopped_by_the_golden_set(guarded: di
         r = httpx.post(f"{trainer_url}/datasets", files={"file": ("poison.csv", fh, "text/csv")},
                        headers=bearer(guarded["scientist"]), timeout=60)
     assert r.status_code == 201, r.text
-    r = submit(trainer_url, guarded["name"], {"data": {"uri": r.json()["dataset_id"]}}, token=guarded["scientist"])
+    # The same bar as the policy (threshold 0.7): only the data changes, which a scientist may do.
+    r = submit(trainer_url, guarded["name"], text_spec(r.json()["dataset_id"], threshold=0.7),
+               token=guarded["scientist"])
     assert r.status_code == 202, r.text
     job = wait_job(trainer_url, r.json()["job_id"], timeout=400)
     assert job["status"] == "succeeded", job
@@ -137,8 +139,7 @@ def test_an_approver_may_change_the_bar_and_it_is_recorded(guarded: dict, traine
     """The same policy change from an approver is accepted and recorded as a new policy revision in the
     approver's name (audit action "policy")."""
     before = httpx.get(f"{registry_url}/models/{guarded['name']}/policy", timeout=30).json()
-    r = submit(trainer_url, guarded["name"], {"data": {"uri": str(guarded["clean"])}, "metric": {"threshold": 0.75}},
-               token=guarded["approver"])
+    r = submit(trainer_url, guarded["name"], text_spec(guarded["clean"], threshold=0.75), token=guarded["approver"])
     assert r.status_code == 202, r.text
     after = httpx.get(f"{registry_url}/models/{guarded['name']}/policy", timeout=30).json()
     assert after["revision"] == before["revision"] + 1 and after["threshold"] == 0.75

@@ -383,6 +383,11 @@ class Governance:
                                       reason=comment or f"decision {decision_id} approved", via="approval",
                                       aliases=aliases, requested_at=_iso(decision.requested_at), metrics=metrics,
                                       details={"decision_id": decision_id, "job_id": decision.job_id})
+                call = session.get(GateCall, decision.job_id) if decision.job_id else None
+                split = (call.request or {}).get("test_split_sha256") if call is not None else None
+                if split:
+                    policies.propose_golden(session, model, split, call.request.get("test_split_rows"), actor,
+                                            decision.version)
             decision.status = "approved" if approve else "rejected"
             decision.decided_at, decision.decided_by, decision.comment = _now(), actor, comment or None
             self.registry.set_tags(model, decision.version, {"mlops.decision": decision.status,
