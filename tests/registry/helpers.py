@@ -14,26 +14,61 @@ from typing import Any
 import redis
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ADMIN_TOKEN, SERVICE_TOKEN
+from tests.support.auth import ADMIN, SERVICE_TOKEN, bearer
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+__all__ = ["ADMIN", "SERVICE", "POLICY", "EventTap", "Jobs", "OwnRegistry", "Receiver", "aliases", "gate_body"]
+
+# The trainer service's token: the only one the gate accepts.
+SERVICE = bearer(SERVICE_TOKEN)
+EXPERIMENT = "registry-proxy-tests"
+# The metric block of the spec the tests' jobs "trained with": it seeds the policy of their (spec-less) models.
+POLICY = {"metric": "f1_macro", "higher_is_better": True, "threshold": 0.8, "margin": 0.0}
+DIGEST = "sha256:" + "ab" * 32
 
 
 def aliases(mlflow_client: MlflowClient, name: str) -> dict[str, str]:
     return {k: str(v) for k, v in (mlflow_client.get_registered_model(name).aliases or {}).items()}
 
 
-def gate_body(version: str, outcome: str, **extra: Any) -> dict[str, Any]:
-    body = {
-        "version": version, "job_id": uuid.uuid4().hex, "run_id": None,
-        "metric": {"name": "f1_macro", "higher_is_better": True, "threshold": 0.8, "margin": 0.0},
-        "challenger_score": 0.9, "production_version": None, "production_score": None, "outcome": outcome,
-        "reason": f"test {outcome}", "dataset_digest": "sha256:" + "ab" * 32,
-        "requested_at": "2026-01-01T00:00:00+00:00",
+def gate_body(run_id: str, model_uri: str, challenger_score: float = 0.9, production_version: str | None = None,
+              production_score: float | None = None, **extra: Any) -> dict[str, Any]:
+    """A trainer's gate report (``mlops_common.contracts.GateRequest``): scores, never an outcome to trust."""
+    body: dict[str, Any] = {
+        "job_id": uuid.uuid4().hex, "run_id": run_id, "model_uri": model_uri,
+        "challenger_metrics": {"f1_macro": challenger_score},
+        "production_version": production_version,
+        "production_metrics": None if production_score is None else {"f1_macro": production_score},
+        "spec_policy": POLICY, "dataset_digest": DIGEST, "requested_at": "2026-01-01T00:00:00+00:00",
     }
     body.update(extra)
     return body
+
+
+@dataclass
+class Jobs:
+    """Stands in for the trainer's jobs: each report gets a fresh run (holding its metrics, as a job's run does)
+    and points at the tiny logged model, which registry-proxy registers as a new version of the model."""
+
+    mlflow_client: MlflowClient
+    model_id: str
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_id}"
+
+    def run(self, **metrics: float) -> str:
+        experiment = self.mlflow_client.get_experiment_by_name(EXPERIMENT)
+        assert experiment is not None
+        run_id = self.mlflow_client.create_run(experiment.experiment_id).info.run_id
+        for key, value in metrics.items():
+            self.mlflow_client.log_metric(run_id, key, value)
+        self.mlflow_client.set_terminated(run_id)
+        return run_id
+
+    def report(self, challenger_score: float = 0.9, production_version: str | None = None,
+               production_score: float | None = None, **extra: Any) -> dict[str, Any]:
+        return gate_body(self.run(f1_macro=challenger_score), self.model_uri, challenger_score, production_version,
+                         production_score, **extra)
 
 
 class EventTap:

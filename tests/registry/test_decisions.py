@@ -8,18 +8,23 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from mlflow.tracking import MlflowClient
 
-from tests.registry.helpers import ADMIN, SERVICE, EventTap, aliases, gate_body
+from tests.registry.helpers import ADMIN, SERVICE, EventTap, Jobs, aliases
 
 
-def _pending(api: httpx.Client, model: str, version: str, **extra: object) -> int:
-    body = gate_body(version, "pending_approval", challenger_score=0.6, **extra)
-    return api.post(f"/models/{model}/gate", json=body, headers=SERVICE).json()["decision_id"]
+def _pending(api: httpx.Client, jobs: Jobs, model: str, production_version: str | None = None,
+             production_score: float | None = None) -> tuple[int, str]:
+    """A job whose challenger (0.6) misses the policy's 0.8 (and so does production, when there is one):
+    (decision id, the version registered for it)."""
+    body = jobs.report(0.6, production_version=production_version, production_score=production_score)
+    answer = api.post(f"/models/{model}/gate", json=body, headers=SERVICE)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outcome"] == "pending_approval", answer.json()
+    return answer.json()["decision_id"], answer.json()["version"]
 
 
-def test_approve_once_promotes(api: httpx.Client, register, mlflow_client: MlflowClient, model_name: str,
-                               event_tap: EventTap) -> None:
-    v1 = register(model_name)
-    decision_id = _pending(api, model_name, v1)
+def test_approve_once_promotes(api: httpx.Client, mlflow_client: MlflowClient, tiny_model_id: str,
+                               model_name: str, event_tap: EventTap) -> None:
+    decision_id, v1 = _pending(api, Jobs(mlflow_client, tiny_model_id), model_name)
     shown = api.get(f"/decisions/{decision_id}").json()
     assert shown["status"] == "pending" and shown["challenger_score"] == 0.6
     assert shown["metric"] == {"name": "f1_macro", "higher_is_better": True, "threshold": 0.8}
@@ -42,14 +47,15 @@ def test_approve_once_promotes(api: httpx.Client, register, mlflow_client: Mlflo
     event_tap.wait_for(lambda evs: any(e["model"] == model_name and e["alias"] == "production" for e in evs))
 
     actions = [r["action"] for r in api.get("/audit", params={"model": model_name}).json()["items"]]
-    assert actions == ["approve", "promote", "gate"]
+    assert actions == ["approve", "promote", "gate", "policy.seed"]
 
 
 def test_reject_keeps_production_and_blocks_promotion(api: httpx.Client, register, mlflow_client: MlflowClient,
-                                                      model_name: str) -> None:
-    v1, v2 = register(model_name), register(model_name)
+                                                      tiny_model_id: str, model_name: str) -> None:
+    v1 = register(model_name)
     api.post(f"/models/{model_name}/promote", json={"version": v1}, headers=ADMIN).raise_for_status()
-    decision_id = _pending(api, model_name, v2, production_version=v1, production_score=0.7)
+    decision_id, v2 = _pending(api, Jobs(mlflow_client, tiny_model_id), model_name, production_version=v1,
+                               production_score=0.7)
     rejected = api.post(f"/decisions/{decision_id}/reject", json={"comment": "too weak"}, headers=ADMIN)
     assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
     assert aliases(mlflow_client, model_name)["production"] == v1
@@ -60,11 +66,13 @@ def test_reject_keeps_production_and_blocks_promotion(api: httpx.Client, registe
 
 
 def test_moving_production_supersedes_other_pending_decisions(api: httpx.Client, register,
-                                                             mlflow_client: MlflowClient, model_name: str) -> None:
-    v1, v2, v3 = register(model_name), register(model_name), register(model_name)
+                                                             mlflow_client: MlflowClient, tiny_model_id: str,
+                                                             model_name: str) -> None:
+    jobs = Jobs(mlflow_client, tiny_model_id)
+    v1 = register(model_name)
     api.post(f"/models/{model_name}/promote", json={"version": v1}, headers=ADMIN).raise_for_status()
-    older = _pending(api, model_name, v2, production_version=v1, production_score=0.7)
-    newer = _pending(api, model_name, v3, production_version=v1, production_score=0.7)
+    older, v2 = _pending(api, jobs, model_name, production_version=v1, production_score=0.7)
+    newer, v3 = _pending(api, jobs, model_name, production_version=v1, production_score=0.7)
 
     approved = api.post(f"/decisions/{newer}/approve", json={"comment": "v3 it is"}, headers=ADMIN)
     assert approved.status_code == 200 and approved.json()["production_version"] == v3
@@ -80,8 +88,7 @@ def test_moving_production_supersedes_other_pending_decisions(api: httpx.Client,
     assert [r["action"] for r in audit][:3] == ["approve", "promote", "supersede"]
 
     # Rolling back moves production too: a decision made against v3 is superseded by it.
-    v4 = register(model_name)
-    against_v3 = _pending(api, model_name, v4, production_version=v3, production_score=0.7)
+    against_v3, _ = _pending(api, jobs, model_name, production_version=v3, production_score=0.7)
     api.post(f"/models/{model_name}/rollback", json={"reason": "v3 misbehaves"}, headers=ADMIN).raise_for_status()
     assert api.get(f"/decisions/{against_v3}").json()["status"] == "superseded"
     # An explicit promotion of a superseded version is still a human's call.
@@ -96,11 +103,15 @@ def test_unknown_decisions_and_bad_filters(api: httpx.Client) -> None:
     assert api.get("/decisions/abc").status_code == 422
 
 
-def test_live_dora_lead_time_and_incident_restore(api: httpx.Client, register, model_name: str) -> None:
-    v1, v2 = register(model_name), register(model_name)
+def test_live_dora_lead_time_and_incident_restore(api: httpx.Client, register, mlflow_client: MlflowClient,
+                                                  tiny_model_id: str, model_name: str) -> None:
     requested = datetime.now(UTC) - timedelta(hours=1)
-    api.post(f"/models/{model_name}/gate", headers=SERVICE, json=gate_body(
-        v1, "promoted", requested_at=requested.isoformat())).raise_for_status()
+    gated = api.post(f"/models/{model_name}/gate", headers=SERVICE, json=Jobs(mlflow_client, tiny_model_id).report(
+        0.9, requested_at=requested.isoformat()))
+    gated.raise_for_status()
+    v1 = gated.json()["version"]
+    assert gated.json()["outcome"] == "promoted"
+    v2 = register(model_name)
     incident = api.post(f"/models/{model_name}/incidents", json={"reason": "accuracy alert"}, headers=ADMIN)
     assert incident.status_code == 201 and incident.json()["version"] == v1
     assert api.post(f"/models/{model_name}/incidents", json={}, headers=ADMIN).status_code == 422
@@ -120,8 +131,9 @@ def test_live_dora_lead_time_and_incident_restore(api: httpx.Client, register, m
     assert 1800 <= figures["lead_time_seconds"] < 1800 + 600
 
 
-def test_concurrent_approvals_act_once(api: httpx.Client, register, model_name: str, registry_url: str) -> None:
-    decision_id = _pending(api, model_name, register(model_name))
+def test_concurrent_approvals_act_once(api: httpx.Client, mlflow_client: MlflowClient, tiny_model_id: str,
+                                       model_name: str, registry_url: str) -> None:
+    decision_id, _ = _pending(api, Jobs(mlflow_client, tiny_model_id), model_name)
 
     def approve(_: int) -> int:
         with httpx.Client(base_url=registry_url, timeout=60) as client:

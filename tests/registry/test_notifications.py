@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 
 import httpx
+from mlflow.tracking import MlflowClient
 
 from registry_proxy.notifications import slack_body
-from tests.registry.helpers import ADMIN, SERVICE, OwnRegistry, gate_body
+from tests.registry.helpers import ADMIN, SERVICE, Jobs, OwnRegistry
 
 
 def _wait(predicate, timeout: float = 30) -> None:
@@ -24,14 +25,15 @@ def _notifications(client: httpx.Client, model: str) -> list[dict]:
     return client.get("/notifications", params={"model": model}).json()
 
 
-def test_retries_until_the_receiver_accepts(own_registry: OwnRegistry, register, model_name: str) -> None:
+def test_retries_until_the_receiver_accepts(own_registry: OwnRegistry, mlflow_client: MlflowClient,
+                                            tiny_model_id: str, model_name: str) -> None:
     receiver = own_registry.receiver
     receiver.failures_left = 2
     with httpx.Client(base_url=own_registry.url, timeout=60) as client:
-        version = register(model_name)
         answer = client.post(f"/models/{model_name}/gate", headers=SERVICE,
-                             json=gate_body(version, "pending_approval", challenger_score=0.5))
-        assert answer.status_code == 200
+                             json=Jobs(mlflow_client, tiny_model_id).report(0.5))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outcome"] == "pending_approval"
         decision_id = answer.json()["decision_id"]
         _wait(lambda: [r["answered"] for r in receiver.for_model(model_name)] == [500, 500, 200])
         body = receiver.for_model(model_name)[-1]["body"]

@@ -8,6 +8,7 @@ import httpx
 from mlflow.tracking import MlflowClient
 
 from tests.registry.helpers import ADMIN, SERVICE, EventTap, aliases
+from tests.support.auth import bearer, principal_token
 
 
 def test_reads_are_open_and_show_versions_aliases_metrics(api: httpx.Client, register, model_name: str) -> None:
@@ -29,7 +30,7 @@ def test_reads_are_open_and_show_versions_aliases_metrics(api: httpx.Client, reg
     assert api.get("/models/does-not-exist-anywhere").status_code == 404
 
 
-def test_mutations_need_a_valid_token(api: httpx.Client, register, model_name: str) -> None:
+def test_mutations_need_a_valid_token(api: httpx.Client, register, model_name: str, registry_url: str) -> None:
     v1 = register(model_name)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
         assert api.post(f"/models/{model_name}/promote", json={"version": v1}, headers=headers).status_code == 401
@@ -38,7 +39,14 @@ def test_mutations_need_a_valid_token(api: httpx.Client, register, model_name: s
     assert api.post(f"/models/{model_name}/promote", json={"version": "77"}, headers=ADMIN).status_code == 404
     assert api.post("/models/nope-nope/promote", json={"version": "1"}, headers=ADMIN).status_code == 404
     assert api.post("/models/nope-nope/rollback", headers=ADMIN).status_code == 404
-    assert api.post(f"/models/{model_name}/promote", json={"version": v1}, headers=SERVICE).status_code == 200
+    # Moving production is an approver's call: the trainer service and a scientist are refused, an approver may.
+    _, scientist = principal_token(registry_url, "scientist")
+    for headers in (SERVICE, bearer(scientist)):
+        assert api.post(f"/models/{model_name}/promote", json={"version": v1}, headers=headers).status_code == 403
+    approver, token = principal_token(registry_url, "approver")
+    promoted = api.post(f"/models/{model_name}/promote", json={"version": v1}, headers=bearer(token))
+    assert promoted.status_code == 200, promoted.text
+    assert api.get("/audit", params={"model": model_name}).json()["items"][0]["actor"] == approver
 
 
 def test_promote_rollback_cycle(api: httpx.Client, register, mlflow_client: MlflowClient, model_name: str,

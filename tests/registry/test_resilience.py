@@ -41,7 +41,8 @@ def test_mlflow_down_is_503_with_a_reason(registry_without_mlflow: str) -> None:
     with httpx.Client(base_url=registry_without_mlflow, timeout=60) as client:
         for response in (client.get("/models"), client.get("/models/anything"),
                          client.post("/models/anything/promote", json={"version": "1"}, headers=ADMIN),
-                         client.post("/models/anything/gate", json=gate_body("1", "promoted"), headers=SERVICE)):
+                         client.post("/models/anything/gate", json=gate_body("0" * 32, "models:/m-" + "0" * 32),
+                                     headers=SERVICE)):
             assert response.status_code == 503, response.text
             assert "MLflow unavailable" in response.json()["detail"]
         assert client.get("/health").status_code == 200

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ADMIN_TOKEN
-from tests.registry.helpers import SERVICE, aliases, gate_body
+from tests.registry.helpers import SERVICE, Jobs, aliases
+from tests.support.auth import ADMIN_TOKEN
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
@@ -29,24 +29,27 @@ def page():
             browser.close()
 
 
-def test_page_lists_models_and_renders_without_token(api: httpx.Client, register, model_name: str) -> None:
-    version = register(model_name)
-    api.post(f"/models/{model_name}/gate", json=gate_body(version, "kept"), headers=SERVICE).raise_for_status()
+def test_page_lists_models_and_renders_without_token(api: httpx.Client, mlflow_client: MlflowClient,
+                                                      tiny_model_id: str, model_name: str) -> None:
+    api.post(f"/models/{model_name}/gate", json=Jobs(mlflow_client, tiny_model_id).report(),
+             headers=SERVICE).raise_for_status()
     html = api.get("/ui")
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     assert f'data-model="{model_name}"' in html.text
     assert "Recent audit log" in html.text
 
 
-def test_click_approve_promotes(page, api: httpx.Client, register, mlflow_client: MlflowClient, model_name: str,
-                                registry_url: str) -> None:
-    v1 = register(model_name, f1_macro=0.6)
-    api.post(f"/models/{model_name}/gate", json=gate_body(v1, "promoted", challenger_score=0.6),
-             headers=SERVICE).raise_for_status()
-    v2 = register(model_name, f1_macro=0.7)
-    answer = api.post(f"/models/{model_name}/gate", headers=SERVICE, json=gate_body(
-        v2, "pending_approval", challenger_score=0.7, production_version=v1, production_score=0.5)).json()
-    decision = answer["decision_id"]
+def test_click_approve_promotes(page, api: httpx.Client, mlflow_client: MlflowClient, tiny_model_id: str,
+                                model_name: str, registry_url: str) -> None:
+    jobs = Jobs(mlflow_client, tiny_model_id)
+    first = api.post(f"/models/{model_name}/gate", json=jobs.report(0.9), headers=SERVICE).json()
+    assert first["outcome"] == "promoted"
+    v1 = first["version"]
+    # Production now scores 0.5 on the new split and the challenger 0.7: neither meets 0.8, a human decides.
+    answer = api.post(f"/models/{model_name}/gate", headers=SERVICE, json=jobs.report(
+        0.7, production_version=v1, production_score=0.5)).json()
+    assert answer["outcome"] == "pending_approval"
+    v2, decision = answer["version"], answer["decision_id"]
 
     page.goto(f"{registry_url}/ui")
     row = page.locator(f"#decision-{decision}")
