@@ -28,7 +28,7 @@ def version_by_alias(mlflow_client: MlflowClient, name: str, alias: str) -> Mode
     try:
         return mlflow_client.get_model_version_by_alias(name, alias)
     except (MlflowException, RestException) as exc:
-        if is_not_found(exc) or "alias" in str(exc).lower() and "not found" in str(exc).lower():
+        if is_not_found(exc) or ("alias" in str(exc).lower() and "not found" in str(exc).lower()):
             return None
         raise
 

@@ -35,7 +35,7 @@ class Arrivals:
 
 
 class Job:
-    __slots__ = ("rows", "probabilities", "model", "future")
+    __slots__ = ("future", "model", "probabilities", "rows")
 
     def __init__(self, rows: list[Any], probabilities: bool, model: Any, future: asyncio.Future[Any]) -> None:
         self.rows, self.probabilities, self.model, self.future = rows, probabilities, model, future
@@ -137,7 +137,7 @@ class MicroBatcher:
         probabilities = any(job.probabilities for job in live)
         try:
             values, probs = await self._predict(model, rows, probabilities)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any model failure: find the request it chokes on
             if len(live) == 1:
                 job = live[0]
                 job.future.set_exception(ModelError(self._reason()))
@@ -157,7 +157,7 @@ class MicroBatcher:
     async def _score_alone(self, model: Any, job: Job) -> None:
         try:
             values, probs = await self._predict(model, job.rows, job.probabilities)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any model failure is this request's 422
             job.future.set_exception(ModelError(self._reason()))
             return
         job.future.set_result((model, values, probs))

@@ -78,7 +78,7 @@ class FeedbackStore:
                     pipe.set(self._key(request_id), value, ex=self.ttl_seconds)
                 await pipe.execute()
             self.stored.inc(len(batch))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - feedback joins are best effort: serving goes on
             self.dropped.inc(len(batch))
             log.warning("could not store %d predictions for feedback: %s", len(batch), exc)
 

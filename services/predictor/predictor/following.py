@@ -103,7 +103,7 @@ class ModelFollower:
         try:
             found = await asyncio.to_thread(mlflow_utils.version_by_alias, self.client, self.name,
                                             mlflow_utils.PRODUCTION)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a registry read that fails is retried at the next poll
             self.status.last_error = f"could not read the production alias: {type(exc).__name__}: {exc}"[:500]
             log.warning("%s", self.status.last_error)
             return
@@ -127,7 +127,7 @@ class ModelFollower:
         try:
             found = await asyncio.to_thread(mlflow_utils.version_by_alias, self.client, self.name,
                                             mlflow_utils.CHALLENGER)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a prefetch is an optimisation only
             log.warning("%s: could not read the challenger alias: %s", self.name, exc)
             return
         version = str(found.version) if found is not None else None
@@ -138,7 +138,7 @@ class ModelFollower:
         log.info("%s: prefetching challenger version %s", self.name, version)
         try:
             self.standby = await self.loader.load(self.name, version)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a prefetch is an optimisation only
             log.warning("%s: could not prefetch challenger version %s: %s", self.name, version, exc)
             return
         metrics.LOAD_SECONDS.observe(self.standby.load_seconds)
@@ -157,7 +157,7 @@ class ModelFollower:
             log.info("%s: loading version %s (%s)", self.name, version, reason)
             try:
                 new = await self.loader.load(self.name, version)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the old version keeps serving; retried later
                 attempts = self.retry_at.get(version, (0, 0.0))[0] + 1
                 delay = min(self.settings.load_retry_seconds * 2 ** (attempts - 1), 600.0)
                 self.retry_at[version] = (attempts, time.monotonic() + delay)
@@ -198,7 +198,7 @@ class ModelFollower:
                         continue
                     try:
                         event = ModelEvent.from_json(message["data"])
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - anyone may publish on the channel
                         log.warning("ignoring a malformed model event: %r", message.get("data"))
                         continue
                     if event.model != self.name:
@@ -214,7 +214,7 @@ class ModelFollower:
                         self.wake.set()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - events are advisory: polling goes on
                 if self.status.events_connected:
                     log.warning("alias events unavailable (%s); polling every %ss", exc,
                                 self.settings.poll_interval_seconds)

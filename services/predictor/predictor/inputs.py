@@ -7,7 +7,7 @@ feature columns). Errors name the offending field, e.g. ``instances[3].trip_dist
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -49,7 +49,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 class Column:
-    __slots__ = ("name", "type", "required", "check", "expected")
+    __slots__ = ("check", "expected", "name", "required", "type")
 
     def __init__(self, name: str, type_: str, required: bool = True) -> None:
         self.name, self.type, self.required = name, type_, required
@@ -140,7 +140,7 @@ class AnyInputs:
     """Models without a column signature: records become a DataFrame, anything else is passed as a list."""
 
     kind = "any"
-    columns: list[Column] = []
+    columns: ClassVar[list[Column]] = []
 
     def validate(self, instances: list[Any]) -> list[Any]:
         return instances

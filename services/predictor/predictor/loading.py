@@ -166,7 +166,7 @@ def _json_artifact(client: Any, run_id: str | None, path: str, dst: Path) -> dic
         dst.mkdir(parents=True, exist_ok=True)
         local = client.download_artifacts(run_id, path, str(dst))
         return json.loads(Path(local).read_text(encoding="utf-8"))
-    except Exception as exc:  # absent artifact or unreadable JSON: serve without it
+    except Exception as exc:  # noqa: BLE001 - absent artifact or unreadable JSON: serve without it
         log.info("run %s has no usable %s (%s)", run_id, path, type(exc).__name__)
         return None
 
@@ -243,7 +243,7 @@ def _build(name: str, version: str, run_id: str | None, pyfunc: Any, reference: 
     if reference:
         try:
             model.monitor = DriftMonitor(reference)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - drift is advisory: serve without a monitor
             log.warning("drift reference of %s v%s unusable: %s", name, version, exc)
     return model
 
@@ -281,7 +281,7 @@ def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | 
                 pyfunc = load_sklearn_pyfunc(Path(local), f"{name} version {version}", trust)
                 try:
                     raw_example = pyfunc.metadata.load_input_example(local)
-                except Exception:
+                except Exception:  # noqa: BLE001 - the input example is optional
                     raw_example = None
             except ModelLoadError:
                 raise
@@ -323,7 +323,7 @@ def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path | N
 
 def preload() -> bool:
     """Imports a loader process needs, done ahead of the first load."""
-    import mlflow.pyfunc  # noqa: F401
+    import mlflow.pyfunc
     import mlflow.sklearn  # noqa: F401
     import skops.io  # noqa: F401
 

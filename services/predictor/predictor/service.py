@@ -80,7 +80,7 @@ class PredictorService:
             try:
                 rows = jobs[0].rows if len(jobs) == 1 else [r for j in jobs for r in j.rows]
                 monitor.observe(rows, values)
-            except Exception as exc:  # drift is advisory: never fail serving because of it
+            except Exception as exc:  # noqa: BLE001 - drift is advisory: never fail serving because of it
                 log.warning("drift monitor could not observe a batch: %s", exc)
 
     def drift_report(self) -> dict[str, Any] | None:
@@ -111,5 +111,5 @@ class PredictorService:
                 self.update_drift_gauges()
                 if self.model is not None:
                     await self.store.refresh(self.model.is_classifier)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a background loop must not die
                 log.warning("periodic drift/quality update failed: %s", exc)

@@ -54,7 +54,7 @@ class StateCollector(Collector):
             if self._cached is None or time.monotonic() - self._cached[0] > self.cache_seconds:
                 try:
                     self._cached = (time.monotonic(), self._families())
-                except Exception as exc:  # a scrape must not fail because the database is down
+                except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the database is down
                     log.warning("registry gauges unavailable: %s", exc)
                     return iter(self._cached[1] if self._cached else ())
             return iter(self._cached[1])

@@ -131,7 +131,8 @@ def _decisions_section(ctx: AppContext, decisions: list[dict[str, Any]]) -> str:
             f'<button data-decision="{d["id"]}" data-action="approve">Approve</button>'
             f'<button data-decision="{d["id"]}" data-action="reject">Reject</button></td></tr>')
     return ("<table><tr><th>id</th><th>model</th><th>version</th><th>metric</th><th>challenger</th>"
-            "<th>production</th><th>golden set: challenger vs production</th><th>data / run</th><th>why</th><th></th></tr>" + "".join(rows) + "</table>")
+            "<th>production</th><th>golden set: challenger vs production</th><th>data / run</th><th>why</th>"
+            "<th></th></tr>" + "".join(rows) + "</table>")
 
 
 def _audit_section(rows: list[dict[str, Any]]) -> str:

@@ -50,7 +50,7 @@ except ValueError:  # re-import in the same process (tests, reload)
 
 
 @app.middleware("http")
-async def refuse_oversized_uploads(request: Request, call_next):  # noqa: ANN001, ANN201
+async def refuse_oversized_uploads(request: Request, call_next):
     """413 before the body is read when an upload announces more than MAX_UPLOAD_BYTES (+ multipart overhead)."""
     length = request.headers.get("content-length", "")
     if request.method == "POST" and request.url.path == "/datasets" and length.isdigit() \

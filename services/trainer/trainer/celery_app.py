@@ -9,7 +9,7 @@ be longer than the longest job. Every task is idempotent per job (see trainer.ta
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_init
+from celery.signals import worker_init, worker_process_init
 
 from trainer.settings import get_settings
 

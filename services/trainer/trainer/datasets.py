@@ -174,7 +174,7 @@ class DatasetStore:
         fd, name = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
         return fd, Path(name)
 
-    def ingest_stream(self, chunks, source: str, name: str = "") -> Snapshot:  # noqa: ANN001
+    def ingest_stream(self, chunks, source: str, name: str = "") -> Snapshot:
         fd, tmp = self._temp()
         digest, size = hashlib.sha256(), 0
         try:

@@ -10,9 +10,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn import metrics as skm
 
 
 @dataclass(frozen=True)

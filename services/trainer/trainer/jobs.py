@@ -135,7 +135,7 @@ class JobStore:
                 if job is None:
                     self.r.zrem(self.INDEX, raw_id)
                     continue
-                if model_name and job["model_name"] != model_name or status and job["status"] != status:
+                if (model_name and job["model_name"] != model_name) or (status and job["status"] != status):
                     continue
                 jobs.append(job)
                 if len(jobs) >= limit:

@@ -26,7 +26,7 @@ def scheduled_models(settings: TrainerSettings) -> dict[str, str]:
     for path in sorted(settings.models_dir.glob("*.yaml")):
         try:
             raw = load_spec_file(settings.models_dir, path.stem) or {}
-        except Exception:  # noqa: BLE001 - one broken file must not stop the others
+        except Exception:  # one broken file must not stop the others
             log.exception("unreadable spec %s", path)
             continue
         if raw.get("schedule"):

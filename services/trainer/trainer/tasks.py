@@ -62,7 +62,7 @@ class Context:
                             restore=mlflow_restorer(s.mlflow_tracking_uri))
 
     @cached_property
-    def client(self):  # noqa: ANN201
+    def client(self):
         return mlflow_utils.client(self.settings.mlflow_tracking_uri)
 
 
@@ -102,7 +102,7 @@ def fail(job_id: str, error: str) -> None:
         try:
             ctx.client.set_tag(run_id, "mlops.error", error[:5000])
             ctx.client.set_terminated(run_id, "FAILED")
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("could not mark run %s failed", run_id)
     ctx.store.update(job_id, status="failed", stage="failed", error=error, finished_at=now_iso())
     metrics.record_job(ctx.store.r, job.get("model_name", "?"), "failed", _seconds_since(job.get("started_at")))
@@ -211,7 +211,7 @@ def _log_to_run(run_id: str, test_split: dict[str, Any] | None, golden_sha: str 
             stamp = int(datetime.now(UTC).timestamp() * 1000)
             ctx.client.log_batch(run_id, metrics=[Metric(f"golden_{k}", v, stamp, 0) for k, v in golden.items()
                                                   if math.isfinite(v)])
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("could not log the gate inputs to run %s", run_id)
 
 

@@ -68,7 +68,7 @@ def experiment_id(client: MlflowClient, model_name: str) -> str:
             return found.experiment_id
         try:
             return client.create_experiment(name, tags={"mlops.model_name": model_name})
-        except Exception:  # created concurrently by another worker: look it up again
+        except Exception:  # noqa: BLE001 - created concurrently by another worker: look it up again
             time.sleep(0.2)
     raise RuntimeError(f"could not create the MLflow experiment {name!r}")
 
@@ -134,14 +134,14 @@ def train_trial(spec: ModelSpec, prep: Prepared, trial: Trial, client: MlflowCli
         client.set_terminated(run_id, "FINISHED")
         return TrialResult(trial.label, "succeeded", run_id, metrics[spec.metric.name], metrics, seconds,
                            pipeline=pipe)
-    except Exception as exc:  # one failing candidate must not sink the job
+    except Exception as exc:  # noqa: BLE001 - one failing candidate must not sink the job
         error = f"{type(exc).__name__}: {exc}"
         log.warning("candidate %s failed: %s", trial.label, error)
         try:
             client.set_tag(run_id, "mlops.error", error[:5000])
             client.log_text(run_id, traceback.format_exc(), "error.txt")
             client.set_terminated(run_id, "FAILED")
-        except Exception:  # noqa: BLE001 - the job goes on even when MLflow refuses the failure record
+        except Exception:  # the job goes on even when MLflow refuses the failure record
             log.exception("could not record the failure of %s", trial.label)
         return TrialResult(trial.label, "failed", run_id, seconds=time.monotonic() - started, error=error)
 
@@ -271,7 +271,7 @@ def log_parent(spec: ModelSpec, prep: Prepared, best: TrialResult, results: list
 
     try:
         reference = reference_stats(spec, prep, val_pred)
-    except Exception:  # noqa: BLE001 - drift reference is best effort; the model is still good
+    except Exception:  # the drift reference is best effort; the model is still good
         log.exception("could not build the drift reference")
         reference = None
     if reference is not None:

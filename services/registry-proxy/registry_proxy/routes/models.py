@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from registry_proxy import dora
 from mlops_common.auth import Approver, Gatekeeper, Reader
 from mlops_common.contracts import GateOutcome, GateRequest
+from registry_proxy import dora
 from registry_proxy.context import Ctx
 from registry_proxy.db import AuditEntry
 from registry_proxy.governance import Governance

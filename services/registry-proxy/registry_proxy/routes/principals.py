@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from mlops_common.auth import Admin, AuthError, Principal, bearer_token
@@ -27,7 +29,7 @@ async def token_holder(request: Request) -> Principal:
 
 
 @router.get("/auth/whoami", response_model=Principal)
-async def whoami(principal: Principal = Depends(token_holder)) -> Principal:
+async def whoami(principal: Annotated[Principal, Depends(token_holder)]) -> Principal:
     """The principal that holds the bearer token: what the other services ask before they let a call in."""
     return principal
 

@@ -12,8 +12,8 @@ import redis
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlops_common.spec import spec_path
 from mlops_common.auth import Principal, Trainer
+from mlops_common.spec import spec_path
 from trainer.deps import Datasets, Settings, Store
 from trainer.jobs import PREFIX
 from trainer.metrics import ALERT_RETRAINS
