@@ -23,6 +23,7 @@
 #   COMPOSE_CHECK_DATA=upload      upload: train on a ~1,400-row sample uploaded with POST /datasets;
 #                                  path: train on data/sms_spam.csv as shipped in the trainer image
 #   COMPOSE_CHECK_KEEP=0           1: leave the stack running at the end (no teardown)
+#   COMPOSE_CHECK_EXTRA_FILES=     more compose files (absolute paths, space-separated) added after the checked ones
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -54,10 +55,13 @@ compose_cmd() {
 
 files() {
   case "$NETWORK" in
-    bridge) echo "-f docker-compose.yml -f docker-compose.override.yml -f docker-compose.local.yml" ;;
-    host) echo "-f docker-compose.yml -f docker-compose.local.yml -f docker-compose.hostnet.yml" ;;
+    bridge) echo -n "-f docker-compose.yml -f docker-compose.override.yml -f docker-compose.local.yml" ;;
+    host) echo -n "-f docker-compose.yml -f docker-compose.local.yml -f docker-compose.hostnet.yml" ;;
     *) fail "COMPOSE_CHECK_NETWORK must be bridge or host, not '$NETWORK'" ;;
   esac
+  local extra
+  for extra in ${COMPOSE_CHECK_EXTRA_FILES:-}; do echo -n " -f $extra"; done
+  echo
 }
 
 dc() {  # docker-compose on the checked project, in the fresh copy (no .env there)
@@ -159,6 +163,7 @@ stop_engine() {  # stops the dockerd this script started (COMPOSE_CHECK_STOP_ENG
 # The engine part (run under `timeout` by main).
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
 # Every request carries the admin's token (in production reads and predictions need a token too).
+TOKEN=""
 auth() { printf 'Authorization: Bearer %s' "$TOKEN"; }
 get() { curl -fsS --max-time 30 -H "$(auth)" "$1"; }
 status_of() {  # status_of METHOD URL [curl args...]: the HTTP status only
@@ -184,7 +189,7 @@ wait_healthy() {  # every container of the project running and healthy (or witho
     sleep 3
   done
   dc logs --tail 40 >&2
-  fail "the stack did not become healthy within ${timeout}s"
+  fail "the stack did not become healthy (a container exited, or ${timeout}s passed): see the states and logs above"
 }
 
 snapshot() {  # registered versions, audit log size and served model, as one line each
@@ -219,7 +224,7 @@ engine_part() {
   dc up -d --scale trainer-worker="${COMPOSE_CHECK_WORKERS:-2}" 2>&1 | grep -v -E '^\s*$' | tail -20
   wait_healthy 420
   echo "  healthy in $((SECONDS - t))s"
-  get "$PROMETHEUS/api/v1/targets" | json "'  prometheus targets up: ' + ', '.join(sorted(t['labels']['job'] for t in d['data']['activeTargets'] if t['health'] == 'up'))" || true
+  curl -fsS --max-time 30 "$PROMETHEUS/api/v1/targets" | json "'  prometheus targets up: ' + ', '.join(sorted(t['labels']['job'] for t in d['data']['activeTargets'] if t['health'] == 'up')) + '; not up: ' + (', '.join(sorted('%s (%s)' % (t['labels']['job'], t['lastError'] or t['health']) for t in d['data']['activeTargets'] if t['health'] != 'up')) or 'none')" || true
   local nodes
   nodes=$(dc exec -T trainer-api celery -A trainer.celery_app inspect ping --timeout 10 2>/dev/null | grep -c -E 'pong' || true)
   echo "  celery workers answering ping: $nodes"
