@@ -15,8 +15,8 @@ import uuid
 from typing import Any
 
 import orjson
-from prometheus_client import REGISTRY
 
+from mlops_common import observability
 from mlops_common.auth import Authenticator, AuthError, Permission, authorize
 from predictor import invocations
 from predictor.batching import COUNTED, ModelError
@@ -85,44 +85,32 @@ async def predict(svc: PredictorService, cfg: PredictorSettings, body: bytes, sc
 
 
 class HttpMetrics:
-    """Records one handler in the instrumentator's own metric families (found by name once they exist)."""
-
-    NAMES = ("_http_requests_total", "_http_request_size_bytes", "_http_response_size_bytes",
-             "_http_request_duration_highr_seconds", "_http_request_duration_seconds")
+    """Records one handler in the service's HTTP metric families (the instrumentator's, see
+    :func:`mlops_common.observability.http_metrics`), with the label children bound once per status."""
 
     def __init__(self, namespace: str, handler: str, method: str) -> None:
         self.namespace, self.handler, self.method = namespace, handler, method
-        self.families: dict[str, Any] | None = None
-        self.children: dict[tuple[str, int], Any] = {}
+        self.families: observability.HttpMetrics | None = None
+        self.children: dict[int, tuple[Any, Any, Any, Any, Any]] = {}
 
-    def _family(self, suffix: str) -> Any:
-        return REGISTRY._names_to_collectors.get(self.namespace + suffix)  # noqa: SLF001 - by-name lookup
-
-    def _child(self, suffix: str, status: int) -> Any:
-        key = (suffix, status)
-        child = self.children.get(key)
-        if child is None:
-            family = self._family(suffix)
-            if family is None:
-                return None
-            values = {"handler": self.handler, "method": self.method, "status": str(status)}
-            names = family._labelnames  # noqa: SLF001
-            child = family.labels(*[values.get(n, "") for n in names]) if names else family
-            self.children[key] = child
-        return child
+    def _children(self, status: int) -> tuple[Any, Any, Any, Any, Any]:
+        found = self.children.get(status)
+        if found is None:
+            if self.families is None:
+                self.families = observability.http_metrics(self.namespace)
+            m, handler, method = self.families, self.handler, self.method
+            found = self.children[status] = (
+                m.requests.labels(method, str(status), handler), m.request_size.labels(handler),
+                m.response_size.labels(handler), m.latency_highr, m.latency.labels(method, handler))
+        return found
 
     def observe(self, status: int, seconds: float, request_bytes: int, response_bytes: int) -> None:
-        total = self._child("_http_requests_total", status)
-        if total is None:
-            return
+        total, request_size, response_size, latency_highr, latency = self._children(status)
         total.inc()
-        for suffix, value in (("_http_request_size_bytes", request_bytes),
-                              ("_http_response_size_bytes", response_bytes),
-                              ("_http_request_duration_highr_seconds", seconds),
-                              ("_http_request_duration_seconds", seconds)):
-            child = self._child(suffix, status)
-            if child is not None:
-                child.observe(value)
+        request_size.observe(request_bytes)
+        response_size.observe(response_bytes)
+        latency_highr.observe(seconds)
+        latency.observe(seconds)
 
 
 class FastPredict:

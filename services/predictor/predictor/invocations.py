@@ -14,10 +14,11 @@ import asyncio
 import io
 from typing import Any
 
+import numpy as np
 import orjson
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.scoring_server import SUPPORTED_FORMATS, infer_and_parse_data, parse_csv_input
-from mlflow.utils.proto_json_utils import _get_jsonable_obj
 
 from predictor.batching import ModelError
 from predictor.inputs import TextInputs
@@ -90,8 +91,20 @@ def score(model: LoadedModel, frame: Any, params: dict[str, Any] | None) -> byte
         raise ProtocolError(400, exc.message[:2000]) from exc
     except Exception as exc:
         raise ProtocolError(400, f"the model could not score this input: {type(exc).__name__}: {exc}"[:2000]) from exc
-    return orjson.dumps({"predictions": _get_jsonable_obj(raw, pandas_orient="records")},
-                        option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps({"predictions": jsonable(raw)}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def jsonable(raw: Any) -> Any:
+    """A pyfunc prediction as ``mlflow models serve`` answers it (``scoring_server.predictions_to_json``): an
+    array as a list, a DataFrame or Series as records, anything else as it is. Done here rather than through
+    that function, which writes with the standard json module (NaN, spacing, speed differ from orjson)."""
+    if isinstance(raw, np.ndarray):
+        return raw.tolist()
+    if isinstance(raw, pd.DataFrame):
+        return raw.to_dict(orient="records")
+    if isinstance(raw, pd.Series):
+        return pd.DataFrame(raw).to_dict(orient="records")
+    return raw
 
 
 def rows_of(frame: Any) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -261,17 +261,14 @@ class DatasetStore:
             raise DatasetError(f"data.uri: could not download {url}: {exc}") from exc
 
     def _download_s3(self, uri: str) -> Snapshot:
-        """One object, streamed through the boto3 client of MLflow's S3 artifact repository, so the artifact
-        store's S3 settings apply (MLFLOW_S3_ENDPOINT_URL, MLFLOW_S3_IGNORE_TLS, AWS_ACCESS_KEY_ID, ...). The
-        size limit holds before and while the bytes arrive; nothing is listed or downloaded besides the key."""
+        """One object, streamed through a boto3 client set up as MLflow's S3 artifact store is
+        (:func:`s3_client`), so the artifact store's S3 settings apply. The size limit holds before and while
+        the bytes arrive; nothing is listed or downloaded besides the key."""
         from botocore.exceptions import BotoCoreError, ClientError
-        from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
         bucket, key = split_s3(uri)
         try:
-            repo = S3ArtifactRepository(f"s3://{bucket}")
-            client = repo._get_s3_client()
-            extra = dict(getattr(repo, "_bucket_owner_params", {}) or {})
+            client, extra = s3_client()
             response = client.get_object(Bucket=bucket, Key=key, **extra)
         except ClientError as exc:
             error = exc.response.get("Error", {})
@@ -300,6 +297,32 @@ class DatasetStore:
 
     def load(self, snap: Snapshot) -> pd.DataFrame:
         return read_frame(snap.path, snap.format)
+
+
+def s3_client() -> tuple[Any, dict[str, str]]:
+    """(boto3 S3 client, extra GetObject arguments) configured from the settings MLflow documents for its S3
+    artifact store (``mlflow.environment_variables``): MLFLOW_S3_ENDPOINT_URL, MLFLOW_S3_IGNORE_TLS,
+    MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE, MLFLOW_S3_EXPECTED_BUCKET_OWNER and its signature override; credentials
+    and region come from boto3's usual chain (AWS_ACCESS_KEY_ID, AWS_DEFAULT_REGION, profiles, roles)."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from mlflow.environment_variables import (
+        MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE,
+        MLFLOW_S3_ENDPOINT_URL,
+        MLFLOW_S3_EXPECTED_BUCKET_OWNER,
+        MLFLOW_S3_IGNORE_TLS,
+    )
+
+    signature: Any = os.environ.get("MLFLOW_EXPERIMENTAL_S3_SIGNATURE_VERSION", "s3v4")
+    if signature.lower() == "unsigned":  # public buckets, as MLflow allows
+        signature = UNSIGNED
+    client = boto3.client("s3", endpoint_url=MLFLOW_S3_ENDPOINT_URL.get(),
+                          verify=False if MLFLOW_S3_IGNORE_TLS.get() else None,
+                          config=Config(signature_version=signature,
+                                        s3={"addressing_style": MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE.get()}))
+    owner = MLFLOW_S3_EXPECTED_BUCKET_OWNER.get()
+    return client, ({"ExpectedBucketOwner": owner} if owner else {})
 
 
 def split_s3(uri: str) -> tuple[str, str]:
