@@ -203,6 +203,13 @@ predict() {
     -d '{"instances": ["WINNER!! Claim your free prize now, call 09061701461", "Are we still meeting for lunch tomorrow?"]}'
 }
 
+redis_acl_check() {  # no container's log shows a Redis refusal (ACL denial, wrong or missing password)
+  local denied
+  denied=$(dc logs --no-color 2>/dev/null | grep -E 'NOPERM|NoPermissionError|WRONGPASS|NOAUTH' | head -5)
+  [ -z "$denied" ] || { echo "$denied" >&2; fail "a service was refused by Redis (docker/redis/users.acl.template) $1"; }
+  echo "  no service was refused by Redis $1"
+}
+
 engine_part() {
   local t0=$SECONDS t
   say "building the local stand-in base images (kept when present)"
@@ -248,6 +255,7 @@ engine_part() {
   code=$(status_of POST "$PREDICTOR/predict" -H 'content-type: application/json' -d '{"instances": ["hi"]}')
   echo "  POST /predict without a token → $code"
   [ "$code" = 401 ] || fail "POST /predict without a token answered $code, not 401 (ENVIRONMENT=production)"
+  redis_acl_check "while starting"
 
   say "lifecycle: a small dataset, retrain, promote, predict"
   local dataset job_id job status decision version
@@ -299,6 +307,8 @@ EOF
   answer=$(predict) || fail "POST /predict failed"
   echo "  POST /predict → $answer"
   [ "$(echo "$answer" | json "d['predictions']")" = "['spam', 'ham']" ] || fail "unexpected predictions: $answer"
+
+  redis_acl_check "after the lifecycle"
 
   say "restarting the stack (containers removed, named volumes kept)"
   local before after token_before=$TOKEN
