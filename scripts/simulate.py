@@ -4,7 +4,11 @@
 Each month it generates that month's fares (with the economy's drift and April's regime change), uploads
 them (POST /datasets), retrains the taxi-fare model on them (POST /retrain), follows the job, and prints
 what the gate decided: promoted, kept, or a human asked (pending approval). With --approve it approves
-pending decisions through registry-proxy (needs REGISTRY_ADMIN_TOKEN).
+pending decisions through registry-proxy.
+
+Every call sends an API token (Authorization: Bearer) from $MLOPS_TOKEN, else $REGISTRY_ADMIN_TOKEN: uploading
+and retraining need role scientist or higher; --approve, and a --threshold other than the gate policy's (the
+model's metric block: a policy change), need an approver.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ for part in ("common", "trainer"):
 import httpx  # noqa: E402
 
 from trainer import taxi  # noqa: E402
+from trainer.cli import token_from_env  # noqa: E402 - the `mlops` CLI's rule for the token
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
@@ -60,13 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=1.6, help="MAE bar in dollars")
     parser.add_argument("--fast", action="store_true", help="smaller tree ensembles")
-    parser.add_argument("--approve", action="store_true", help="approve pending decisions (REGISTRY_ADMIN_TOKEN)")
+    parser.add_argument("--approve", action="store_true",
+                        help="approve pending decisions (the token must be an approver's)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each job")
     args = parser.parse_args(argv)
     first, _, last = args.months.partition("-")
     months = range(int(first), int(last or first) + 1)
 
-    client = httpx.Client(base_url=args.trainer_url, timeout=60)
+    token = token_from_env()
+    if token is None:
+        print("set MLOPS_TOKEN (or REGISTRY_ADMIN_TOKEN) to an API token of role scientist or higher")
+        return 2
+    auth = {"Authorization": f"Bearer {token}"}
+    client = httpx.Client(base_url=args.trainer_url, timeout=60, headers=auth)
     try:
         client.get("/health").raise_for_status()
     except httpx.HTTPError as exc:
@@ -105,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{note}")
         outcomes.append(decision)
         if decision == "pending_approval" and job.get("decision_id") is not None:
-            if args.approve and os.environ.get("REGISTRY_ADMIN_TOKEN"):
+            if args.approve:
                 approved = httpx.post(f"{args.registry_url}/decisions/{job['decision_id']}/approve", timeout=30,
-                                      headers={"Authorization": f"Bearer {os.environ['REGISTRY_ADMIN_TOKEN']}"})
+                                      headers=auth)
                 print(f"{'':<10} approved decision {job['decision_id']}: {approved.status_code}")
             else:
-                print(f"{'':<10} approve with: curl -X POST -H 'Authorization: Bearer $REGISTRY_ADMIN_TOKEN' "
+                print(f"{'':<10} approve with: curl -X POST -H 'Authorization: Bearer $MLOPS_TOKEN' "
                       f"{args.registry_url}/decisions/{job['decision_id']}/approve")
     counts = {d: outcomes.count(d) for d in ("promoted", "kept", "pending_approval")}
     print(f"\n{len(outcomes)} months: {counts['promoted']} promoted, {counts['kept']} kept, "

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from mlops_common.spec import ModelSpec
-from tests.conftest import TRAINER_TOKEN
 from tests.support import processes as p
+from tests.support.auth import ADMIN_TOKEN, TRAINER_TOKEN
 from tests.trainer.helpers import text_spec, wait_job
 from trainer import cli
 from trainer.jobs import JobStore, connect
@@ -100,7 +100,16 @@ def test_alert_webhooks(alert_api: str, base_env: dict[str, str], models_dir: Pa
 
 
 def test_cli_retrain_jobs_and_follow(trainer_url: str, model_name: str, base_env: dict[str, str],
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLOPS_TOKEN", raising=False)
+    monkeypatch.delenv("REGISTRY_ADMIN_TOKEN", raising=False)
+    with pytest.raises(SystemExit, match="error 401: .*MLOPS_TOKEN"):
+        cli.main(["--url", trainer_url, "retrain", model_name, "--no-wait"])
+    monkeypatch.setenv("REGISTRY_ADMIN_TOKEN", "not-a-token")
+    monkeypatch.setenv("MLOPS_TOKEN", ADMIN_TOKEN)  # MLOPS_TOKEN wins over REGISTRY_ADMIN_TOKEN
+    assert cli.token_from_env() == ADMIN_TOKEN
+    assert cli.token_from_env({"REGISTRY_ADMIN_TOKEN": "fallback"}) == "fallback"
+
     path = Path(base_env["DATASETS_DIR"]) / "inputs" / f"{model_name}.csv"
     path.parent.mkdir(exist_ok=True)
     pd.DataFrame({"text": [f"m {i}" for i in range(30)], "label": ["ham"] * 30}).to_csv(path, index=False)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.support import processes as p
+from tests.support.auth import ADMIN
 from tests.trainer.helpers import sms_subset, submit, text_spec, wait_job
 
 
@@ -30,7 +31,7 @@ def test_unknown_model_without_spec_is_404(trainer_url: str, model_name: str) ->
 
 def test_malformed_json_and_bad_fields(trainer_url: str, model_name: str, inputs: Path) -> None:
     malformed = httpx.post(f"{trainer_url}/retrain", content=b'{"model_name": ',
-                           headers={"content-type": "application/json"})
+                           headers={**ADMIN, "content-type": "application/json"})
     assert malformed.status_code == 422
     assert "json" in malformed.text.lower()
 
@@ -46,7 +47,7 @@ def test_malformed_json_and_bad_fields(trainer_url: str, model_name: str, inputs
 
     nan = httpx.post(f"{trainer_url}/retrain", content=b'{"model_name": "sms-spam", "spec": {"metric": '
                                                        b'{"threshold": NaN}}}',
-                     headers={"content-type": "application/json"})
+                     headers={**ADMIN, "content-type": "application/json"})
     assert nan.status_code == 422 and "spec.metric.threshold: NaN" in nan.json()["detail"]
 
     bad_metric = {**text_spec(inputs / "a.csv"), "metric": {"name": "mae", "higher_is_better": False}}
@@ -119,26 +120,29 @@ def test_specs_lists_the_shipped_models(trainer_url: str) -> None:
 def test_dataset_upload_is_content_addressed(trainer_url: str, tmp_path: Path) -> None:
     frame = pd.DataFrame({"text": ["free prize now", "see you at lunch"] * 15, "label": ["spam", "ham"] * 15})
     data = frame.to_csv(index=False).encode()
-    first = httpx.post(f"{trainer_url}/datasets", files={"file": ("tiny.csv", data, "text/csv")})
+    first = httpx.post(f"{trainer_url}/datasets", files={"file": ("tiny.csv", data, "text/csv")},
+                       headers=ADMIN)
     assert first.status_code == 201, first.text
     body = first.json()
     assert body["rows"] == 30 and body["columns"] == ["text", "label"]
     assert body["dataset_id"] == body["sha256"] and len(body["sha256"]) == 64
-    again = httpx.post(f"{trainer_url}/datasets", files={"file": ("other-name.csv", data, "text/csv")})
+    again = httpx.post(f"{trainer_url}/datasets", files={"file": ("other-name.csv", data, "text/csv")},
+                       headers=ADMIN)
     assert again.json()["sha256"] == body["sha256"]
 
     parquet = io.BytesIO()
     frame.to_parquet(parquet)
-    pq = httpx.post(f"{trainer_url}/datasets", files={"file": ("tiny.parquet", parquet.getvalue())})
+    pq = httpx.post(f"{trainer_url}/datasets", files={"file": ("tiny.parquet", parquet.getvalue())}, headers=ADMIN)
     assert pq.status_code == 201 and pq.json()["format"] == "parquet" and pq.json()["rows"] == 30
 
     listed = httpx.get(f"{trainer_url}/datasets").json()["datasets"]
     assert {body["sha256"], pq.json()["sha256"]} <= {d["sha256"] for d in listed}
     assert httpx.get(f"{trainer_url}/datasets/{body['sha256']}").status_code == 200
 
-    empty = httpx.post(f"{trainer_url}/datasets", files={"file": ("e.csv", b"", "text/csv")})
+    empty = httpx.post(f"{trainer_url}/datasets", files={"file": ("e.csv", b"", "text/csv")}, headers=ADMIN)
     assert empty.status_code == 422 and "empty" in empty.json()["detail"]
-    garbage = httpx.post(f"{trainer_url}/datasets", files={"file": ("g.parquet", b"PAR1 not really parquet")})
+    garbage = httpx.post(f"{trainer_url}/datasets", files={"file": ("g.parquet", b"PAR1 not really parquet")},
+                      headers=ADMIN)
     assert garbage.status_code == 422 and "unreadable" in garbage.json()["detail"]
 
 
@@ -147,16 +151,16 @@ def test_broker_down_is_503_and_upload_limit_413(base_env: dict[str, str], log_d
     env = {**base_env, "CELERY_BROKER_URL": dead, "MAX_UPLOAD_BYTES": "2000"}
     proc, url = p.uvicorn_service("trainer-api-nobroker", "trainer.api:app", env, log_dir)
     try:
-        response = httpx.post(f"{url}/retrain", json={"model_name": "sms-spam"}, timeout=60)
+        response = httpx.post(f"{url}/retrain", json={"model_name": "sms-spam"}, headers=ADMIN, timeout=60)
         assert response.status_code == 503, response.text
         assert "broker" in response.json()["detail"] and "unreachable" in response.json()["detail"]
         assert httpx.get(f"{url}/jobs", params={"model_name": "sms-spam"}).json()["jobs"] == []  # nothing queued
 
         small = b"text,label\n" + b"hello,ham\n" * 100
-        assert httpx.post(f"{url}/datasets", files={"file": ("s.csv", small)}).status_code == 201
+        assert httpx.post(f"{url}/datasets", files={"file": ("s.csv", small)}, headers=ADMIN).status_code == 201
         big = b"text,label\n" + b"hello there,ham\n" * 500
         for body in (big, big * 10):  # caught while streaming / refused from Content-Length before reading
-            too_big = httpx.post(f"{url}/datasets", files={"file": ("b.csv", body)})
+            too_big = httpx.post(f"{url}/datasets", files={"file": ("b.csv", body)}, headers=ADMIN)
             assert too_big.status_code == 413 and "limit of 2000 bytes" in too_big.json()["detail"]
     finally:
         proc.stop()

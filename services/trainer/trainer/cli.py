@@ -7,6 +7,8 @@
     mlops models
 
 Talks to trainer-api at $TRAINER_URL (default http://127.0.0.1:8002). Following a job shows a progress bar.
+Every call carries your API token as ``Authorization: Bearer``: --token, else $MLOPS_TOKEN, else
+$REGISTRY_ADMIN_TOKEN. Retraining and uploading need a scientist's token (or higher); reads may be open.
 """
 
 from __future__ import annotations
@@ -24,10 +26,19 @@ import yaml
 from tqdm import tqdm
 
 TERMINAL = ("succeeded", "failed")
+TOKEN_VARIABLES = ("MLOPS_TOKEN", "REGISTRY_ADMIN_TOKEN")
+
+
+def token_from_env(environ: dict[str, str] | None = None) -> str | None:
+    """The API token to send: $MLOPS_TOKEN, else $REGISTRY_ADMIN_TOKEN, else None."""
+    env = os.environ if environ is None else environ
+    return next((env[name].strip() for name in TOKEN_VARIABLES if env.get(name, "").strip()), None)
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
-    return httpx.Client(base_url=args.url, timeout=60)
+    token = args.token or token_from_env()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=args.url, timeout=60, headers=headers)
 
 
 def _fail(resp: httpx.Response) -> None:
@@ -35,6 +46,8 @@ def _fail(resp: httpx.Response) -> None:
         detail = resp.json().get("detail", resp.text)
     except ValueError:
         detail = resp.text
+    if resp.status_code == 401:
+        detail = f"{detail} (set MLOPS_TOKEN to your API token, or pass --token)"
     raise SystemExit(f"error {resp.status_code}: {detail}")
 
 
@@ -185,8 +198,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="mlops", description="Retrain models and follow jobs on trainer-api.")
-    root.add_argument("--url", default=os.environ.get("TRAINER_URL", "http://127.0.0.1:8002"))
+    root = argparse.ArgumentParser(
+        prog="mlops", description="Retrain models and follow jobs on trainer-api.",
+        epilog="Authentication: every call sends an API token as 'Authorization: Bearer <token>', taken from "
+               "--token, else the environment variable MLOPS_TOKEN, else REGISTRY_ADMIN_TOKEN. Retrain and "
+               "dataset upload need a token of role scientist or higher; an admin creates one with "
+               "POST /principals/<name>/tokens on registry-proxy.")
+    root.add_argument("--url", default=os.environ.get("TRAINER_URL", "http://127.0.0.1:8002"),
+                      help="trainer-api base URL (default: $TRAINER_URL or http://127.0.0.1:8002)")
+    root.add_argument("--token", default=None,
+                      help="API token (default: $MLOPS_TOKEN, else $REGISTRY_ADMIN_TOKEN); prefer the variable, "
+                           "a token on the command line shows in the process list")
     sub = root.add_subparsers(dest="command", required=True)
 
     retrain = sub.add_parser("retrain", help="enqueue a retrain and follow it")
