@@ -6,15 +6,20 @@ claims is dropped or flushed afterwards, so the suite leaves no state behind.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -120,19 +125,137 @@ class Process:
             self.proc.wait(5)
 
 
+MLFLOW_SERVICE_USERS = ("registry-proxy", "trainer", "predictor")
+PROVISION_USERS = REPO / "docker" / "mlflow" / "provision_users.py"
+
+
+@dataclass(frozen=True)
+class MlflowCredentials:
+    """Who may talk to an authenticated test MLflow: its admin and one user per service. Passwords stay out of
+    ``repr`` so an assertion message or a traceback never shows one."""
+
+    auth_db_url: str
+    admin_username: str
+    admin_password: str = field(repr=False)
+    flask_secret_key: str = field(repr=False)
+    passwords: Mapping[str, str] = field(repr=False)  # service user (see MLFLOW_SERVICE_USERS) -> password
+
+    def basic_auth(self, user: str) -> tuple[str, str]:
+        """(username, password) for httpx's ``auth=``; ``user`` is a service user or the admin's name."""
+        return user, self.admin_password if user == self.admin_username else self.passwords[user]
+
+    def env(self, user: str) -> dict[str, str]:
+        """MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD for one user, to merge into a process's env."""
+        username, password = self.basic_auth(user)
+        return {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+def new_mlflow_credentials(auth_db_url: str) -> MlflowCredentials:
+    return MlflowCredentials(auth_db_url=auth_db_url, admin_username="admin",
+                             admin_password=secrets.token_urlsafe(24), flask_secret_key=secrets.token_hex(32),
+                             passwords={user: secrets.token_urlsafe(24) for user in MLFLOW_SERVICE_USERS})
+
+
+def write_mlflow_auth_ini(path: Path, creds: MlflowCredentials) -> Path:
+    """The basic-auth app's config (read by configparser: a literal ``%`` is written ``%%``), mode 600."""
+    def value(text: str) -> str:
+        return text.replace("%", "%%")
+    path.touch(mode=0o600)
+    path.write_text("[mlflow]\ndefault_permission = READ\n"
+                    f"database_uri = {value(creds.auth_db_url)}\n"
+                    f"admin_username = {value(creds.admin_username)}\n"
+                    f"admin_password = {value(creds.admin_password)}\n"
+                    "auth_cache_ttl_seconds = 60\n")
+    return path
+
+
+def provision_mlflow_users(uri: str, creds: MlflowCredentials, log_dir: Path, timeout: float = 180) -> None:
+    """Runs docker/mlflow/provision_users.py as the admin for every service user; passwords travel in env vars
+    (never on a command line) and its output goes to a log file."""
+    env = {**os.environ, **creds.env(creds.admin_username)}
+    args = [sys.executable, str(PROVISION_USERS), "--tracking-uri", uri, "--manager", "registry-proxy",
+            "--experiment-writer", "trainer", "--timeout", str(int(timeout))]
+    for user in MLFLOW_SERVICE_USERS:
+        var = "MLOPS_TEST_MLFLOW_PASSWORD_" + user.upper().replace("-", "_")
+        env[var] = creds.passwords[user]
+        args += ["--user", f"{user}=env:{var}"]
+    log_path = log_dir / f"mlflow-provision-{uri.rsplit(':', 1)[-1]}.log"
+    with log_path.open("ab") as log:
+        done = subprocess.run(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, timeout=timeout + 120)
+    if done.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
+        raise RuntimeError(f"provision_users.py failed ({done.returncode}):\n{tail}")
+
+
+@dataclass
+class MlflowServer:
+    """What ``mlflow_server`` returns. It unpacks like the old ``(process, uri)`` tuple; ``credentials`` is set
+    when the server runs with authentication. ``stop()`` (or leaving a ``with`` block) stops the server and drops
+    what it created (the auth database, the config file); ``process.stop()`` alone only stops the server, so a test
+    can restart it with ``mlflow_server(..., auth=server.credentials)``."""
+
+    process: Process
+    uri: str
+    credentials: MlflowCredentials | None = None
+    _cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    def __iter__(self) -> Iterator[Process | str]:
+        return iter((self.process, self.uri))
+
+    def stop(self) -> None:
+        try:
+            self.process.stop()
+        finally:
+            self._cleanup.close()
+
+    def __enter__(self) -> MlflowServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def mlflow_server(db_url: str, artifacts_dir: Path, log_dir: Path, port: int | None = None,
-                  metrics_dir: Path | None = None) -> tuple[Process, str]:
-    """A real ``mlflow server`` over Postgres with proxied artifacts; returns (process, tracking URI)."""
+                  metrics_dir: Path | None = None, auth: bool | MlflowCredentials = False) -> MlflowServer:
+    """A real ``mlflow server`` over Postgres with proxied artifacts; unpacks as (process, tracking URI).
+
+    ``auth=True``: MLflow's basic-auth app on a fresh Postgres auth database, with a generated admin password and
+    Flask secret key, and the users of MLFLOW_SERVICE_USERS provisioned by docker/mlflow/provision_users.py with
+    generated passwords (``.credentials``). ``auth=<MlflowCredentials>`` restarts on that same auth store."""
     port = port or free_port()
     cmd = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", db_url,
            "--serve-artifacts", "--artifacts-destination", str(artifacts_dir),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     if metrics_dir is not None:
         cmd += ["--expose-prometheus", str(metrics_dir)]
-    proc = Process(f"mlflow-{port}", cmd, {}, log_dir).start()
-    uri = f"http://127.0.0.1:{port}"
-    proc.wait_http(f"{uri}/health", timeout=180)
-    return proc, uri
+    cleanup = contextlib.ExitStack()
+    atexit.register(cleanup.close)  # a safety net when a test forgets stop(); closing twice is harmless
+    creds: MlflowCredentials | None = None
+    env: dict[str, str] = {}
+    try:
+        if auth:
+            if isinstance(auth, MlflowCredentials):
+                creds = auth
+            else:
+                creds = new_mlflow_credentials(cleanup.enter_context(postgres_database("mlops_test_mlflow_auth")))
+            config_dir = Path(tempfile.mkdtemp(prefix="mlflow-auth-"))
+            cleanup.callback(shutil.rmtree, config_dir, True)
+            ini = write_mlflow_auth_ini(config_dir / "basic_auth.ini", creds)
+            cmd += ["--app-name", "basic-auth"]
+            # The variables too, so that stray MLFLOW_AUTH_ADMIN_* in the caller's environment cannot override the ini.
+            env = {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": creds.flask_secret_key,
+                   "MLFLOW_AUTH_ADMIN_USERNAME": creds.admin_username,
+                   "MLFLOW_AUTH_ADMIN_PASSWORD": creds.admin_password}
+        proc = Process(f"mlflow-{port}", cmd, env, log_dir).start()
+        server = MlflowServer(proc, f"http://127.0.0.1:{port}", creds, cleanup)
+        cleanup.callback(proc.stop)
+        proc.wait_http(f"{server.uri}/health", timeout=180)
+        if creds is not None:
+            provision_mlflow_users(server.uri, creds, log_dir)
+    except BaseException:
+        cleanup.close()
+        raise
+    return server
 
 
 def uvicorn_service(name: str, app: str, env: dict[str, str], log_dir: Path,
