@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from mlflow.tracking import MlflowClient
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from mlops_common import mlflow_utils
 from mlops_common.events import ModelEvent
@@ -55,7 +57,7 @@ class ModelFollower:
         self.status = FollowerStatus()
         self.wake = asyncio.Event()
         self.retry_at: dict[str, tuple[int, float]] = {}
-        self.client = mlflow_utils.client(settings.mlflow_tracking_uri)
+        self.client: MlflowClient  # made by start(): creating it sets MLflow's global tracking URI
         self.tasks: list[asyncio.Task[None]] = []
         self.woken_at: float | None = None
         # After an event about `challenger`, the version MLflow says holds it is loaded ahead of its promotion
@@ -65,6 +67,7 @@ class ModelFollower:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.client = mlflow_utils.client(self.settings.mlflow_tracking_uri)
         self.loader.start()
         self.tasks = [loop.create_task(self._reconcile_loop(), name="reconcile"),
                       loop.create_task(self._events_loop(), name="alias-events")]
@@ -183,46 +186,64 @@ class ModelFollower:
         log.info("%s: now serving version %s (was %s)", self.name, version, old.version if old else None)
 
     async def _events_loop(self) -> None:
-        backoff = 1.0
+        """Listens for alias events for ever. Subscribing is retried with exponential backoff and jitter (1 s
+        doubling up to 30 s); after a subscription that worked and then broke, the waits start again from 1 s."""
+        broken: Exception | None = None
         while True:
-            conn = aioredis.from_url(self.settings.redis_url, health_check_interval=10, socket_keepalive=True,
-                                     socket_connect_timeout=5)
-            pubsub = conn.pubsub(ignore_subscribe_messages=True)
+            async for attempt in AsyncRetrying(wait=wait_exponential_jitter(initial=1, max=30, jitter=1),
+                                               retry=retry_if_exception_type(Exception)):  # ends only if cancelled
+                with attempt:
+                    if broken is not None:  # the subscription that just broke: this round's first failed attempt
+                        error, broken = broken, None
+                        raise error
+                    conn, pubsub = await self._subscribe()
             try:
-                await pubsub.subscribe(self.settings.model_events_channel)
                 self.status.events_connected = True
-                backoff = 1.0
                 self.poke()  # events may have been missed while disconnected
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    try:
-                        event = ModelEvent.from_json(message["data"])
-                    except Exception:  # noqa: BLE001 - anyone may publish on the channel
-                        log.warning("ignoring a malformed model event: %r", message.get("data"))
-                        continue
-                    if event.model != self.name:
-                        continue
-                    # An event only wakes the reconcile loop, which reads the alias from MLflow: its version is
-                    # never trusted (anyone who can publish on the channel could name any version).
-                    if event.alias == mlflow_utils.PRODUCTION:
-                        self.status.events_received += 1
-                        self.poke()
-                    elif event.alias == mlflow_utils.CHALLENGER:
-                        self.status.events_received += 1
-                        self.check_challenger = True
-                        self.wake.set()
-            except asyncio.CancelledError:
-                raise
+                await self._listen(pubsub)
             except Exception as exc:  # noqa: BLE001 - events are advisory: polling goes on
-                if self.status.events_connected:
-                    log.warning("alias events unavailable (%s); polling every %ss", exc,
-                                self.settings.poll_interval_seconds)
-                self.status.events_connected = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                log.warning("alias events unavailable (%s); polling every %ss", exc,
+                            self.settings.poll_interval_seconds)
+                broken = exc
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                with contextlib.suppress(Exception):
-                    await conn.aclose()
+                self.status.events_connected = False
+                await _close(pubsub, conn)
+
+    async def _subscribe(self) -> tuple[aioredis.Redis, Any]:
+        conn = aioredis.from_url(self.settings.redis_url, health_check_interval=10, socket_keepalive=True,
+                                 socket_connect_timeout=5)
+        pubsub = conn.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.settings.model_events_channel)
+        except BaseException:
+            await _close(pubsub, conn)
+            raise
+        return conn, pubsub
+
+    async def _listen(self, pubsub: Any) -> None:
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            try:
+                event = ModelEvent.from_json(message["data"])
+            except Exception:  # noqa: BLE001 - anyone may publish on the channel
+                log.warning("ignoring a malformed model event: %r", message.get("data"))
+                continue
+            if event.model != self.name:
+                continue
+            # An event only wakes the reconcile loop, which reads the alias from MLflow: its version is
+            # never trusted (anyone who can publish on the channel could name any version).
+            if event.alias == mlflow_utils.PRODUCTION:
+                self.status.events_received += 1
+                self.poke()
+            elif event.alias == mlflow_utils.CHALLENGER:
+                self.status.events_received += 1
+                self.check_challenger = True
+                self.wake.set()
+
+
+async def _close(pubsub: Any, conn: aioredis.Redis) -> None:
+    with contextlib.suppress(Exception):
+        await pubsub.aclose()
+    with contextlib.suppress(Exception):
+        await conn.aclose()

@@ -9,7 +9,6 @@ block or fail a promotion.
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from registry_proxy import audit
 from registry_proxy.db import Notification
@@ -32,6 +32,10 @@ TITLES = {
     "pending_decision": "needs a decision",
     "incident": "production degraded",
 }
+
+
+class DeliveryFailed(Exception):
+    """One failed attempt to deliver a notification; the message is what the row records."""
 
 
 def slack_body(payload: dict[str, Any]) -> dict[str, Any]:
@@ -116,22 +120,35 @@ class Notifier:
                 return
             payload, done = dict(row.payload), row.attempts
         body = slack_body(payload) if settings.notify_format == "slack" else payload
-        error = ""
-        attempt = done
-        for attempt in range(done + 1, max(settings.notify_max_attempts, done + 1) + 1):
+        attempt = done  # attempts made so far, this process's included
+
+        def send() -> None:
+            nonlocal attempt
+            attempt += 1
             try:
                 response = httpx.post(url, json=body, timeout=settings.notify_timeout_seconds)
-                if response.status_code < 300:
-                    NOTIFICATIONS.labels(outcome="sent").inc()
-                    self._finish(row_id, "sent", attempt, None)
-                    return
-                error = f"HTTP {response.status_code}: {response.text[:200]}"
             except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:300]
-            if attempt < settings.notify_max_attempts:
-                NOTIFICATIONS.labels(outcome="retried").inc()
-                self._finish(row_id, "pending", attempt, error)
-                time.sleep(settings.notify_backoff_seconds * 2 ** (attempt - 1))
+                raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:300]) from exc
+            if response.status_code >= 300:
+                raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:200]}")
+
+        def retried(state: RetryCallState) -> None:
+            NOTIFICATIONS.labels(outcome="retried").inc()
+            self._finish(row_id, "pending", attempt, str(state.outcome.exception()) if state.outcome else None)
+
+        # Attempt n (counting those of earlier processes) waits NOTIFY_BACKOFF_SECONDS * 2^(n-1), plus jitter.
+        backoff = settings.notify_backoff_seconds
+        retrying = Retrying(stop=stop_after_attempt(max(settings.notify_max_attempts - done, 1)),
+                            wait=wait_exponential_jitter(initial=backoff * 2**done, jitter=backoff),
+                            retry=retry_if_exception_type(DeliveryFailed), before_sleep=retried, reraise=True)
+        try:
+            retrying(send)
+        except DeliveryFailed as exc:
+            error = str(exc)
+        else:
+            NOTIFICATIONS.labels(outcome="sent").inc()
+            self._finish(row_id, "sent", attempt, None)
+            return
         NOTIFICATIONS.labels(outcome="failed").inc()
         log.warning("notification %s for %s failed after %d attempts: %s", payload["event"], payload["model"],
                     attempt, error)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from mlops_common import contracts
 from mlops_common.contracts import GatePolicy, Outcome
@@ -85,22 +85,29 @@ def golden_set(registry_url: str, token: str, model_name: str, timeout: float = 
 
 def call_registry(registry_url: str, token: str, model_name: str, payload: dict[str, Any],
                   timeout: float = 30.0, attempts: int = 3) -> dict[str, Any]:
-    """``POST /models/{name}/gate``; retried on connection errors and 5xx (the call is idempotent per job)."""
+    """``POST /models/{name}/gate``; retried on connection errors and 5xx (the call is idempotent per job), with
+    exponential backoff (1 s, 2 s, ... at most 8 s) and jitter."""
     url = f"{registry_url.rstrip('/')}/models/{model_name}/gate"
-    last = ""
-    for attempt in range(attempts):
+
+    def call() -> dict[str, Any]:
         try:
             resp = httpx.post(url, json=payload, headers=_headers(token), timeout=timeout)
         except httpx.HTTPError as exc:
-            last = f"registry-proxy unreachable at {registry_url}: {exc}"
-        else:
-            if resp.status_code < 300:
-                return resp.json()
-            detail = _detail(resp)
-            if resp.status_code < 500:
-                raise RegistryError(f"registry-proxy refused the gate call ({resp.status_code}): {detail}",
-                                    transient=False)
-            last = f"registry-proxy answered {resp.status_code}: {detail}"
-        log.warning("gate call attempt %d failed: %s", attempt + 1, last)
-        time.sleep(min(2**attempt, 8))
-    raise RegistryError(last)
+            raise RegistryError(f"registry-proxy unreachable at {registry_url}: {exc}") from exc
+        if resp.status_code < 300:
+            answer: dict[str, Any] = resp.json()
+            return answer
+        detail = _detail(resp)
+        if resp.status_code < 500:
+            raise RegistryError(f"registry-proxy refused the gate call ({resp.status_code}): {detail}",
+                                transient=False)
+        raise RegistryError(f"registry-proxy answered {resp.status_code}: {detail}")
+
+    def failed(state: RetryCallState) -> None:
+        log.warning("gate call attempt %d failed: %s", state.attempt_number,
+                    state.outcome.exception() if state.outcome else "?")
+
+    retrying = Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential_jitter(initial=1, max=8, jitter=1),
+                        retry=retry_if_exception(lambda exc: isinstance(exc, RegistryError) and exc.transient),
+                        after=failed, reraise=True)
+    return retrying(call)

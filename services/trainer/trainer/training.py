@@ -22,6 +22,7 @@ from mlflow.entities import Metric, Param
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from mlops_common.settings import REPO_ROOT
 from mlops_common.spec import Candidate, ModelSpec
@@ -60,17 +61,30 @@ class TrialResult:
                 "seconds": round(self.seconds, 3), "error": self.error}
 
 
+class _NotCreated(Exception):
+    """The experiment could not be created, most likely because another worker just did."""
+
+
 def experiment_id(client: MlflowClient, model_name: str) -> str:
+    """The model's experiment, created on first use; when creating it fails (another worker created it at the
+    same moment) it is looked up again, three attempts in all."""
     name = f"model:{model_name}"
-    for _ in range(3):
+
+    def get_or_create() -> str:
         found = client.get_experiment_by_name(name)
         if found is not None:
-            return found.experiment_id
+            return str(found.experiment_id)
         try:
-            return client.create_experiment(name, tags={"mlops.model_name": model_name})
-        except Exception:  # noqa: BLE001 - created concurrently by another worker: look it up again
-            time.sleep(0.2)
-    raise RuntimeError(f"could not create the MLflow experiment {name!r}")
+            return str(client.create_experiment(name, tags={"mlops.model_name": model_name}))
+        except Exception as exc:
+            raise _NotCreated(name) from exc
+
+    retrying = Retrying(stop=stop_after_attempt(3), wait=wait_exponential_jitter(initial=0.2, max=1, jitter=0.2),
+                        retry=retry_if_exception_type(_NotCreated), reraise=True)
+    try:
+        return retrying(get_or_create)
+    except _NotCreated as exc:
+        raise RuntimeError(f"could not create the MLflow experiment {name!r}") from exc.__cause__
 
 
 def code_version_tags() -> dict[str, str]:
