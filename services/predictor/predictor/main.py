@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import orjson
 import sklearn
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,60 +41,42 @@ def problem(status: int, detail: str, **extra: Any) -> Response:
     return json_response({"detail": detail, **extra}, status)
 
 
-settings = get_settings()
-configure_logging(settings.log_level)
-# Served models are fitted and their inputs validated here: skip sklearn's per-call parameter validation and
-# finiteness checks (about a third of a small predict call). Thread-local: set for the event loop's thread.
-sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-# Fail a registry read within seconds rather than minutes: the next poll retries anyway.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-if settings.allow_model_deserialization:
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-settings.apply_mlflow_credentials()
-service = PredictorService(settings)
-authenticator = RemoteAuthenticator(settings.registry_url, settings.auth_cache_seconds)
+def configure_process(settings: PredictorSettings) -> None:
+    """What the serving process sets outside the app, once, when it starts (the lifespan; the loader process
+    started after it inherits the environment)."""
+    configure_logging(settings.log_level)
+    # Served models are fitted and their inputs validated here: skip sklearn's per-call parameter validation and
+    # finiteness checks (about a third of a small predict call). Thread-local: set for the event loop's thread,
+    # which runs the lifespan.
+    sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Fail a registry read within seconds rather than minutes: the next poll retries anyway.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    if settings.allow_model_deserialization:
+        os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    settings.apply_mlflow_credentials()
 
 
-@asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    await service.start()
-    log.info("predictor for %s started (events on %s, polling every %ss)", settings.model_name,
-             settings.model_events_channel, settings.poll_interval_seconds)
-    try:
-        yield
-    finally:
-        await service.stop()
-        await authenticator.aclose()
-
-
-app = FastAPI(title="predictor", version="0.1.0", lifespan=lifespan,
-              description="Serves the production version of one registered model; follows the registry.")
-instrument(app, "predictor")
-app.state.authenticator = authenticator
-app.state.auth_open_reads = settings.open_reads
-app.add_middleware(FastPredict, service=service, settings=settings, authenticator=authenticator)
-
-
-async def get_service() -> PredictorService:
+async def get_service(request: Request) -> PredictorService:
+    service: PredictorService = request.app.state.service
     return service
 
 
-async def get_config() -> PredictorSettings:
+async def get_config(request: Request) -> PredictorSettings:
+    settings: PredictorSettings = request.app.state.settings
     return settings
 
 
 Service = Annotated[PredictorService, Depends(get_service)]
 Settings = Annotated[PredictorSettings, Depends(get_config)]
+router = APIRouter()
 
 
-@app.exception_handler(Problem)
 async def _problem(_: Request, exc: Problem) -> Response:
     return problem(exc.status, exc.detail, **exc.extra)
 
 
-@app.exception_handler(RequestValidationError)
 async def _invalid(_: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
     detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
@@ -102,14 +84,12 @@ async def _invalid(_: Request, exc: RequestValidationError) -> Response:
     return problem(422, detail)
 
 
-@app.exception_handler(StarletteHTTPException)
 async def _http(_: Request, exc: StarletteHTTPException) -> Response:
     response = problem(exc.status_code, str(exc.detail))
     response.headers.update(exc.headers or {})
     return response
 
 
-@app.exception_handler(Exception)
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unexpected error")
     return problem(500, f"internal error: {type(exc).__name__}")
@@ -133,12 +113,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@app.get("/health")
+@router.get("/health")
 async def health() -> Response:
     return json_response({"status": "ok"})
 
 
-@app.get("/ready")
+@router.get("/ready")
 async def ready(svc: Service) -> Response:
     model = svc.model
     if model is None:
@@ -146,7 +126,7 @@ async def ready(svc: Service) -> Response:
     return json_response({"status": "ready", "model_name": model.name, "model_version": model.version})
 
 
-@app.get("/model")
+@router.get("/model")
 async def model_info(svc: Service, _: Reader) -> Response:
     model = svc.model
     status = svc.follower.status
@@ -166,28 +146,28 @@ async def model_info(svc: Service, _: Reader) -> Response:
     return json_response(body)
 
 
-@app.post("/predict")
-async def predict(request: Request, _: Reader) -> Response:
+@router.post("/predict")
+async def predict(request: Request, svc: Service, cfg: Settings, _: Reader) -> Response:
     """Body ``{"instances": [...], "probabilities": false}``: strings for text models, records for tabular.
 
     Normally answered by :class:`predictor.fastpath.FastPredict` before FastAPI sees it; this route is the
     same code behind FastAPI (documentation, and apps mounted without the middleware).
     """
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, cfg.max_body_bytes)
     try:
-        return Response(await fastpath.predict(service, settings, body, request.scope), media_type="application/json")
+        return Response(await fastpath.predict(svc, cfg, body, request.scope), media_type="application/json")
     except fastpath.Reply as reply:
         return Response(reply.body, status_code=reply.status, media_type="application/json")
 
 
-@app.post("/invocations")
-async def invocations_(request: Request, _: Reader) -> Response:
+@router.post("/invocations")
+async def invocations_(request: Request, svc: Service, cfg: Settings, _: Reader) -> Response:
     """MLflow's scoring protocol: dataframe_split, dataframe_records, instances, inputs; JSON or CSV.
 
     Normally answered by :class:`predictor.fastpath.FastPredict`; this route runs the same code.
     """
-    body = await read_body(request, settings.max_body_bytes)
-    status, content = await invocations.handle(service, settings, body, request.headers.get("content-type", ""))
+    body = await read_body(request, cfg.max_body_bytes)
+    status, content = await invocations.handle(svc, cfg, body, request.headers.get("content-type", ""))
     return Response(content, status_code=status, media_type="application/json")
 
 
@@ -200,7 +180,7 @@ class Feedback(BaseModel):
     index: int | None = Field(None, ge=0)
 
 
-@app.post("/feedback")
+@router.post("/feedback")
 async def feedback(body: Feedback, svc: Service, _: FeedbackGiver) -> Response:
     """Ground truth for an earlier prediction: ``{"request_id", "label"}`` or ``{"request_id", "value"}``."""
     model = svc.model
@@ -213,3 +193,40 @@ async def feedback(body: Feedback, svc: Service, _: FeedbackGiver) -> Response:
     except FeedbackError as exc:
         raise Problem(exc.status, exc.message) from None
     return json_response(answer)
+
+
+def create_app(settings: PredictorSettings | None = None) -> FastAPI:
+    """The predictor. Building it reads the settings and builds the (idle) service; the process is configured
+    (:func:`configure_process`) and the service started by the lifespan."""
+    settings = settings or get_settings()
+    service = PredictorService(settings)
+    authenticator = RemoteAuthenticator(settings.registry_url, settings.auth_cache_seconds)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        configure_process(settings)
+        await service.start()
+        log.info("predictor for %s started (events on %s, polling every %ss)", settings.model_name,
+                 settings.model_events_channel, settings.poll_interval_seconds)
+        try:
+            yield
+        finally:
+            await service.stop()
+            await authenticator.aclose()
+
+    app = FastAPI(title="predictor", version="0.1.0", lifespan=lifespan,
+                  description="Serves the production version of one registered model; follows the registry.")
+    app.state.settings, app.state.service = settings, service
+    instrument(app, "predictor")
+    app.state.authenticator = authenticator
+    app.state.auth_open_reads = settings.open_reads
+    app.add_middleware(FastPredict, service=service, settings=settings, authenticator=authenticator)
+    app.exception_handler(Problem)(_problem)
+    app.exception_handler(RequestValidationError)(_invalid)
+    app.exception_handler(StarletteHTTPException)(_http)
+    app.exception_handler(Exception)(_unexpected)
+    app.include_router(router)
+    return app
+
+
+app = create_app()

@@ -20,7 +20,7 @@ from registry_proxy.errors import RegistryError, install_handlers
 from registry_proxy.events import EventPublisher
 from registry_proxy.identity import Identity, LocalAuthenticator
 from registry_proxy.metrics import STATE
-from registry_proxy.mlflow_registry import Registry
+from registry_proxy.mlflow_registry import Registry, configure_mlflow_http
 from registry_proxy.notifications import Notifier
 from registry_proxy.routes import audit, decisions, models, notifications, policies, principals, ui
 from registry_proxy.settings import get_settings
@@ -34,6 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings.apply_mlflow_credentials()
+    configure_mlflow_http(settings.registry_mlflow_timeout_seconds, settings.registry_mlflow_max_retries)
     engine = make_engine(settings.registry_database_url)
     migrations.upgrade(engine)
     sessions = make_sessionmaker(engine)
@@ -44,8 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings=settings,
         engine=engine,
         sessions=sessions,
-        registry=Registry(settings.mlflow_tracking_uri, settings.registry_mlflow_timeout_seconds,
-                          settings.registry_mlflow_max_retries),
+        registry=Registry(settings.mlflow_tracking_uri),
         publisher=EventPublisher(settings.redis_url, settings.model_events_channel),
         notifier=Notifier(settings, sessions),
     )

@@ -22,12 +22,16 @@ FAILED_VALUES = {"failed", "rejected", "invalid"}
 VALIDATION_TAGS = ("mlops.validation", "mlops.validation_status", "mlops.decision")
 
 
+def configure_mlflow_http(timeout_seconds: int, max_retries: int) -> None:
+    """MLflow's REST client reads these from the environment on every call: fail fast instead of retrying for
+    minutes. Set once by the app's lifespan, before the first call."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_seconds)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+
 class Registry:
-    def __init__(self, tracking_uri: str, timeout_seconds: int, max_retries: int) -> None:
-        # Read by MLflow's REST client on every call: fail fast instead of retrying for minutes.
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_seconds)
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
         self.client = mlflow_utils.client(tracking_uri)
 

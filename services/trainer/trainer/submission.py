@@ -16,12 +16,14 @@ from mlops_common.auth import Permission, Principal
 from mlops_common.contracts import GatePolicy, PolicyView
 from mlops_common.spec import ModelSpec, SpecNotFound, resolve_spec
 from trainer.candidates import SpecError, check_spec
+from trainer.celery_app import app as celery
 from trainer.datasets import DatasetError, DatasetNotFound, DatasetStore
 from trainer.jobs import JobStore
 from trainer.metrics import JOBS_SUBMITTED
 from trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
+RUN_JOB = "trainer.run_job"  # the task that runs a job (trainer.tasks.run_job)
 
 
 class Rejected(Exception):
@@ -145,12 +147,9 @@ def submit(settings: TrainerSettings, store: JobStore, datasets: DatasetStore, m
         raise Rejected(503, f"the job store (Redis at {redact(settings.redis_url)}) is unreachable: {exc}") from exc
     if not created:
         return Submitted(job, False)
-    from trainer.tasks import run_job
-
-    try:
-        run_job.apply_async((job["job_id"],), retry=True,
-                            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
-                                          "interval_max": 1})
+    try:  # by name: the API needs the Celery app, not the tasks (and trainer.tasks imports this module)
+        celery.send_task(RUN_JOB, (job["job_id"],), retry=True,
+                         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1})
     except Exception as exc:  # kombu raises OperationalError and friends when the broker is down
         log.warning("could not enqueue job %s: %s", job["job_id"], exc)
         try:

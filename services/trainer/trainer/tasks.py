@@ -36,7 +36,9 @@ from trainer.evaluation import score_all
 from trainer.jobs import TERMINAL, JobStore, connect, now_iso
 from trainer.lineage import TEST_SPLIT_TAG, mlflow_restorer
 from trainer.preparation import Prepared, ValidationFailed, features_and_target, prepare, raw_test_rows
-from trainer.settings import get_settings
+from trainer.schedule import due_retrains
+from trainer.settings import TrainerSettings, get_settings
+from trainer.submission import RUN_JOB
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (DatasetError, ValidationFailed, SpecError)
@@ -47,9 +49,11 @@ GOLDEN_TIMEOUT_SECONDS = 10
 
 
 class Context:
-    """Per-process connections, created lazily (after the worker forks)."""
+    """Per-process settings and connections, created lazily (after the worker forks)."""
 
-    settings = get_settings()
+    @cached_property
+    def settings(self) -> TrainerSettings:
+        return get_settings()
 
     @cached_property
     def store(self) -> JobStore:
@@ -128,7 +132,7 @@ def _pinned_golden_set(job_id: str, model_name: str) -> dict[str, Any]:
     return {"golden_sha256": found["sha256"] if pinned else None, "golden_lookup_error": None}
 
 
-@app.task(name="trainer.run_job")
+@app.task(name=RUN_JOB)
 def run_job(job_id: str) -> None:
     job = ctx.store.raw(job_id)
     if job is None or job["status"] in TERMINAL or job.get("dispatched"):
@@ -398,6 +402,4 @@ def decide(self, job_id: str) -> None:
 
 @app.task(name="trainer.schedule_tick")
 def schedule_tick() -> list[str]:
-    from trainer.schedule import due_retrains
-
     return due_retrains(ctx.settings, ctx.store, ctx.datasets)

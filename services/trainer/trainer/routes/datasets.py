@@ -9,9 +9,8 @@ from fastapi import APIRouter, HTTPException, UploadFile
 from mlops_common.auth import Reader, Trainer
 from trainer.datasets import DatasetError, DatasetTooLarge
 from trainer.deps import Datasets
-from trainer.settings import get_settings
+from trainer.settings import TrainerSettings
 
-router = APIRouter(tags=["datasets"])
 CHUNK = 1024 * 1024
 MAX_NAME = 255
 
@@ -30,7 +29,16 @@ def plain_file_name(name: str | None) -> str:
     return name
 
 
-@router.post("/datasets", status_code=201, max_body_size=get_settings().max_upload_bytes + 64 * 1024)
+def build_router(settings: TrainerSettings) -> APIRouter:
+    """The routes; the upload's body limit (MAX_UPLOAD_BYTES plus multipart overhead) comes from ``settings``."""
+    router = APIRouter(tags=["datasets"])
+    router.add_api_route("/datasets", upload, methods=["POST"], status_code=201,
+                         max_body_size=settings.max_upload_bytes + 64 * 1024)
+    router.add_api_route("/datasets", list_datasets, methods=["GET"])
+    router.add_api_route("/datasets/{dataset_id}", get_dataset, methods=["GET"])
+    return router
+
+
 def upload(file: UploadFile, datasets: Datasets, _: Trainer) -> dict[str, Any]:
     name = plain_file_name(file.filename)
 
@@ -47,12 +55,10 @@ def upload(file: UploadFile, datasets: Datasets, _: Trainer) -> dict[str, Any]:
     return snap.public()
 
 
-@router.get("/datasets")
 def list_datasets(datasets: Datasets, _: Reader) -> dict[str, Any]:
     return {"datasets": [s.public() for s in datasets.list()]}
 
 
-@router.get("/datasets/{dataset_id}")
 def get_dataset(dataset_id: str, datasets: Datasets, _: Reader) -> dict[str, Any]:
     snap = datasets.get(dataset_id)
     if snap is None:
