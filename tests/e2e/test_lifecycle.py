@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from mlops_common.settings import REPO_ROOT
-from tests.conftest import ADMIN_TOKEN
+from tests.support.auth import ADMIN, bearer, principal_token
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,10 @@ def text_spec(uri: Path, threshold: float, candidates: list[dict]) -> dict:
 
 
 def retrain(trainer_url: str, model_name: str, spec: dict) -> dict:
-    response = httpx.post(f"{trainer_url}/retrain", json={"model_name": model_name, "spec": spec}, timeout=30)
+    """POST /retrain as the test admin (an approver: a spec whose metric block changes the gate policy of a
+    model already gated is accepted and recorded by registry-proxy as a policy change in the admin's name)."""
+    response = httpx.post(f"{trainer_url}/retrain", json={"model_name": model_name, "spec": spec}, headers=ADMIN,
+                          timeout=30)
     assert response.status_code == 202, response.text
     return wait_job(trainer_url, response.json()["job_id"])
 
@@ -125,8 +128,16 @@ def test_retrain_gate_promote_serve(
     assert str(httpx.get(f"{predictor}/model").json()["model_version"]) == "1"
 
     # 3. A bar nobody meets → a human is asked; approving it ships version 3 with no failed request.
+    # Raising the bar changes the gate policy: a scientist may not, an approver (the admin) may, and
+    # registry-proxy records it as a policy change.
+    _, scientist = principal_token(registry_url, "scientist")
+    refused = httpx.post(f"{trainer_url}/retrain", headers=bearer(scientist), timeout=30, json={
+        "model_name": model_name, "spec": text_spec(sms_subset, 0.9999, WEAK_CANDIDATES)})
+    assert refused.status_code == 403 and "policy" in refused.text, refused.text
     third = retrain(trainer_url, model_name, text_spec(sms_subset, 0.9999, WEAK_CANDIDATES))
     assert third["status"] == "succeeded", third
+    policy = httpx.get(f"{registry_url}/models/{model_name}/policy").json()
+    assert (policy["threshold"], policy["set_by"]) == (0.9999, "admin"), policy
     assert third["decision"] == "pending_approval", third
     pending = httpx.get(f"{registry_url}/decisions", params={"status": "pending"}).json()
     decision = next(d for d in pending if d["model_name"] == model_name)
@@ -150,7 +161,7 @@ def test_retrain_gate_promote_serve(
         t.start()
     try:
         approved = httpx.post(f"{registry_url}/decisions/{decision['id']}/approve",
-                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                              headers=ADMIN,
                               json={"comment": "approved in the end-to-end test"})
         assert approved.status_code == 200, approved.text
         wait_served(predictor, "3")
@@ -164,18 +175,18 @@ def test_retrain_gate_promote_serve(
 
 
 def test_bad_retrain_requests_get_clear_client_errors(trainer_url: str, model_name: str, tmp_path: Path) -> None:
-    unknown = httpx.post(f"{trainer_url}/retrain", json={"model_name": f"{model_name}-nospec"})
+    unknown = httpx.post(f"{trainer_url}/retrain", json={"model_name": f"{model_name}-nospec"}, headers=ADMIN)
     assert unknown.status_code in (404, 422)
     assert "spec" in unknown.text
 
     malformed = httpx.post(f"{trainer_url}/retrain", content=b'{"model_name": ',
-                           headers={"content-type": "application/json"})
+                           headers={**ADMIN, "content-type": "application/json"})
     assert 400 <= malformed.status_code < 500
 
     missing = tmp_path / "no_label.csv"
     pd.DataFrame({"text": ["a", "b", "c", "d"] * 10, "other": ["x", "y"] * 20}).to_csv(missing, index=False)
     spec = text_spec(missing, 0.5, FAST_CANDIDATES)
-    response = httpx.post(f"{trainer_url}/retrain", json={"model_name": model_name, "spec": spec})
+    response = httpx.post(f"{trainer_url}/retrain", json={"model_name": model_name, "spec": spec}, headers=ADMIN)
     if response.status_code == 202:  # validated by the worker: the job fails and says which column
         job = wait_job(trainer_url, response.json()["job_id"], timeout=120)
         assert job["status"] == "failed"
