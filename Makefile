@@ -29,6 +29,7 @@ test-faults: venv
 
 lint: venv
 	$(BIN)/ruff check services tests bench scripts
+	$(BIN)/mypy
 
 ## make dev: the whole stack as local processes (no Docker). make dev-down stops it.
 dev: venv

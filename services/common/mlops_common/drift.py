@@ -105,8 +105,9 @@ def window_js_distance(reference: Sequence[float] | np.ndarray, counts: Sequence
 # --- binning ---------------------------------------------------------------------------------------------
 
 def _numeric(values: Iterable[Any]) -> np.ndarray:
-    return pd.to_numeric(pd.Series(list(values) if not isinstance(values, pd.Series) else values),
-                         errors="coerce").to_numpy(dtype=float)
+    numbers: np.ndarray = pd.to_numeric(pd.Series(list(values) if not isinstance(values, pd.Series) else values),
+                                        errors="coerce").to_numpy(dtype=float)
+    return numbers
 
 
 def numeric_edges(values: np.ndarray, bins: int = NUMERIC_BINS) -> list[float]:
@@ -117,7 +118,7 @@ def numeric_edges(values: np.ndarray, bins: int = NUMERIC_BINS) -> list[float]:
     return [float(x) for x in np.unique(quantiles)]
 
 
-def numeric_bins(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+def numeric_bins(values: np.ndarray, edges: Sequence[float] | np.ndarray) -> np.ndarray:
     """Bin index of each value: ``len(edges) + 1`` value bins, then one bin for missing values."""
     idx = np.searchsorted(np.asarray(edges, dtype=float), values, side="left")
     idx[~np.isfinite(values)] = len(edges) + 1

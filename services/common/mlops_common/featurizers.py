@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -31,7 +32,7 @@ class TextColumn(TransformerMixin, BaseEstimator):
 
     def transform(self, texts: object) -> np.ndarray:
         if hasattr(texts, "columns"):  # a DataFrame: its named column, or its only column
-            frame = texts
+            frame: Any = texts
             texts = frame[self.column] if self.column in frame.columns else frame.iloc[:, 0]
         values = np.asarray(texts, dtype=object).reshape(-1)
         return np.array(["" if v is None else str(v) for v in values], dtype=object)

@@ -20,7 +20,8 @@ EARTH_RADIUS_KM = 6371.0
 def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
     lat1, lon1, lat2, lon2 = (np.radians(np.asarray(a, dtype=float)) for a in (lat1, lon1, lat2, lon2))
     a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+    distance: np.ndarray = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+    return distance
 
 
 class TabularFeatures(TransformerMixin, BaseEstimator):
@@ -65,4 +66,5 @@ class TabularFeatures(TransformerMixin, BaseEstimator):
         return out.astype(float)
 
     def transform(self, X: object) -> np.ndarray:
-        return self.frame(X).to_numpy(dtype=float)
+        matrix: np.ndarray = self.frame(X).to_numpy(dtype=float)
+        return matrix

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from predictor.inputs import InputError
@@ -28,7 +28,7 @@ class Arrivals:
     def __init__(self) -> None:
         self.arriving = 0
 
-    def queued(self, scope: dict[str, Any]) -> None:
+    def queued(self, scope: MutableMapping[str, Any]) -> None:
         if scope.get(COUNTED) is False:
             scope[COUNTED] = True
             self.arriving -= 1

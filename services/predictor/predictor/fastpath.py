@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -45,7 +46,8 @@ def not_serving(name: str) -> Reply:
                       "nothing holds the 'production' alias, or it is still loading")
 
 
-async def predict(svc: PredictorService, cfg: PredictorSettings, body: bytes, scope: dict[str, Any]) -> bytes:
+async def predict(svc: PredictorService, cfg: PredictorSettings, body: bytes, scope: MutableMapping[str, Any]
+                  ) -> bytes:
     """Score one /predict body; raises :class:`Reply` for every refusal."""
     model = svc.model
     if model is None:

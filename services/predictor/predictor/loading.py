@@ -204,7 +204,7 @@ def _task(reference: dict[str, Any] | None, spec: dict[str, Any] | None, inputs:
 
 def warm_up(model: LoadedModel, instances: list[Any]) -> None:
     """Score a few instances through both paths (/predict and /invocations); raises on any failure."""
-    rows = model.inputs.validate(check_list(instances, 10_000))
+    rows: list[Any] = model.inputs.validate(check_list(instances, 10_000))
     values, _ = model.predict(rows, probabilities=model.is_classifier)
     if len(values) != len(rows):
         raise ModelLoadError(f"warm-up returned {len(values)} predictions for {len(rows)} instances")

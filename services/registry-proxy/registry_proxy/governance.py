@@ -385,7 +385,7 @@ class Governance:
                                       details={"decision_id": decision_id, "job_id": decision.job_id})
                 call = session.get(GateCall, decision.job_id) if decision.job_id else None
                 split = (call.request or {}).get("test_split_sha256") if call is not None else None
-                if split:
+                if split and call is not None:
                     policies.propose_golden(session, model, split, call.request.get("test_split_rows"), actor,
                                             decision.version)
             decision.status = "approved" if approve else "rejected"

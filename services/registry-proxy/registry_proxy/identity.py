@@ -70,7 +70,7 @@ def lookup(session: Session, token: str) -> Principal | None:
     ).scalar_one_or_none()
     if row is None:
         return None
-    return Principal(name=row.name, role=row.role, kind=row.kind)  # type: ignore[arg-type]
+    return Principal(name=row.name, role=row.role, kind=row.kind)
 
 
 class LocalAuthenticator:

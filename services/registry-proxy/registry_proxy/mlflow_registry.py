@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -51,8 +52,8 @@ class Registry:
         models: list[RegisteredModel] = []
         token = None
         while True:
-            page = self._call("registered models", lambda t=token: self.client.search_registered_models(
-                max_results=200, page_token=t, order_by=["name ASC"]))
+            page = self._call("registered models", partial(self.client.search_registered_models, max_results=200,
+                                                           page_token=token, order_by=["name ASC"]))
             models.extend(page)
             token = page.token
             if not token:
@@ -111,7 +112,7 @@ class Registry:
             if value is None:
                 continue
             self._call(f"tags of version {version} of {name!r}",
-                       lambda k=key, v=value: self.client.set_model_version_tag(name, version, k, str(v)))
+                       partial(self.client.set_model_version_tag, name, version, key, str(value)))
 
     def ping(self) -> None:
         self._call("registered models", lambda: self.client.search_registered_models(max_results=1))

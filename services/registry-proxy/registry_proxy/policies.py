@@ -98,7 +98,7 @@ def in_force(session: Session, settings: RegistrySettings, model: str, seed: Gat
 
 
 def golden_view(row: GoldenSetRow) -> GoldenSetView:
-    return GoldenSetView(model_name=row.model_name, sha256=row.sha256, status=row.status,  # type: ignore[arg-type]
+    return GoldenSetView(model_name=row.model_name, sha256=row.sha256, status=row.status,
                          source=row.source, rows=row.rows, set_by=row.set_by, set_at=row.set_at)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
 
@@ -43,11 +45,11 @@ METRICS: dict[str, dict[str, Metric]] = {
 }
 
 
-def score_all(task: str, y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, float]:
+def score_all(task: str, y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
     return {name: round(float(m.fn(y_true, y_pred)), 6) for name, m in METRICS[task].items()}
 
 
-def confusion_figure(y_true: Sequence[Any], y_pred: Sequence[Any], title: str) -> plt.Figure:
+def confusion_figure(y_true: Iterable[Any], y_pred: Iterable[Any], title: str) -> Figure:
     labels = sorted({str(v) for v in y_true} | {str(v) for v in y_pred})
     fig, ax = plt.subplots(figsize=(4.5, 4))
     skm.ConfusionMatrixDisplay.from_predictions(
@@ -58,8 +60,8 @@ def confusion_figure(y_true: Sequence[Any], y_pred: Sequence[Any], title: str) -
     return fig
 
 
-def residual_figure(y_true: Sequence[float], y_pred: Sequence[float], title: str) -> plt.Figure:
-    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+def residual_figure(actual: ArrayLike, predicted: ArrayLike, title: str) -> Figure:
+    y_true, y_pred = np.asarray(actual, float), np.asarray(predicted, float)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
     left.scatter(y_pred, y_true - y_pred, s=6, alpha=0.5)
     left.axhline(0, color="black", linewidth=0.8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ def non_finite(value: Any, path: str = "spec") -> str | None:
     """The dotted path of the first NaN or infinity in a JSON value, if any."""
     if isinstance(value, float) and not math.isfinite(value):
         return path
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):

@@ -128,8 +128,8 @@ def _pinned_golden_set(job_id: str, model_name: str) -> dict[str, Any]:
     except gate.RegistryError as exc:
         log.warning("job %s: no golden set (could not ask registry-proxy): %s", job_id, exc)
         return {"golden_sha256": None, "golden_lookup_error": str(exc)[:500]}
-    pinned = found is not None and found.get("status") == "pinned"
-    return {"golden_sha256": found["sha256"] if pinned else None, "golden_lookup_error": None}
+    pinned = found["sha256"] if found is not None and found.get("status") == "pinned" else None
+    return {"golden_sha256": pinned, "golden_lookup_error": None}
 
 
 @app.task(name=RUN_JOB)
@@ -155,7 +155,7 @@ def run_job(job_id: str) -> None:
     except Exception as exc:  # noqa: BLE001
         fail(job_id, _internal(exc))
         return
-    if not ctx.store.r.hsetnx(JobStore.key(job_id), "dispatched", b"true"):
+    if not ctx.store.r.hsetnx(JobStore.key(job_id), "dispatched", "true"):
         return
     ctx.store.stage(job_id, "training", 0.15, production_version=production.version if production else None,
                     **golden)

@@ -18,6 +18,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import Metric, Param
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -266,8 +267,7 @@ def log_parent(spec: ModelSpec, prep: Prepared, best: TrialResult, results: list
 
     # Source = the content-addressed snapshot (the exact bytes); where it came from is the "origin" tag.
     # MLflow caps dataset digests at 36 characters, so the full sha256 is in the tags (and the name).
-    dataset = mlflow.data.from_pandas(frame, source=snap.path, name=f"{spec.name}-{snap.sha256[:12]}",
-                                      digest=snap.sha256[:32])
+    dataset = from_pandas(frame, source=snap.path, name=f"{spec.name}-{snap.sha256[:12]}", digest=snap.sha256[:32])
     mlflow.log_input(dataset, context="training", tags={"sha256": snap.sha256, "rows": str(snap.rows),
                                                          "dataset_id": snap.dataset_id, "origin": snap.source[:500]})
     if snap.size_bytes <= log_dataset_max_bytes:

@@ -63,7 +63,7 @@ def get_job(job_id: str, store: Store, _: Reader) -> dict[str, Any]:
 @router.get("/specs")
 def list_specs(settings: Settings, _: Reader) -> dict[str, Any]:
     """The model specs in MODELS_DIR (retrainable by name), with the essentials of each."""
-    specs = []
+    specs: list[dict[str, Any]] = []
     for path in sorted(settings.models_dir.glob("*.yaml")):
         try:
             spec = resolve_spec(settings.models_dir, path.stem)
