@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     except ProvisioningError as exc:
         print(f"provision_users: error: {exc}", file=sys.stderr, flush=True)
         return 1
-    except Exception as exc:  # anything unexpected still ends in one line, without a traceback full of locals
+    except Exception as exc:  # noqa: BLE001 -- anything unexpected still ends in one line, not a traceback
         print(f"provision_users: error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr, flush=True)
         return 1
     print("provision_users: done", flush=True)
