@@ -81,6 +81,7 @@ TABLE: dict[str, dict[tuple[str, str], str | None]] = {
 ALWAYS_TOKEN = {("registry_proxy.main", "GET", "/auth/whoami")}
 WRONG = "wrong-token-7f3c9a1e5b"
 SECRET_NAME = re.compile(r"(^|_)(token|secret|password)(_|$)")
+HASHED = re.compile(r"sha256|digest")  # a token's hash may be compared: it is what a lookup is made of
 
 
 def concrete(path: str) -> str:
@@ -134,7 +135,8 @@ def test_every_route_has_a_minimal_role(routes: dict[str, list[tuple[str, str]]]
     """The table is complete: a route of any app (GETs included) without an entry fails here, and the
     enumeration really sees included routers and the fast path's routes."""
     for module in SERVICES:
-        found = set(routes[module])
+        # HEAD of a GET route runs the same handler and dependencies as the GET.
+        found = {(m, path) for m, path in routes[module] if not (m == "HEAD" and ("GET", path) in routes[module])}
         missing = sorted(found - set(TABLE[module]))
         stale = sorted(set(TABLE[module]) - found)
         assert missing == [], f"{module}: routes without a minimal role: {missing}"
@@ -190,7 +192,7 @@ def test_each_route_admits_its_minimal_role_and_refuses_the_rest(
                     if "json" in r.headers.get("content-type", ""):
                         assert "role" in r.json()["detail"], r.text
             checked += 1
-    assert checked >= 5
+    assert checked == sum(minimal is not OPEN for minimal in TABLE[module].values())
 
 
 def test_a_revoked_and_an_expired_token_are_refused(registry_url: str, trainer_url: str) -> None:
@@ -269,7 +271,8 @@ def test_tokens_are_never_compared_with_equality() -> None:
                 continue
             names = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node)
                      if isinstance(n, (ast.Name, ast.Attribute))]
-            if any(SECRET_NAME.search(name.lower()) for name in names) and "PLACEHOLDER_SECRET" not in names:
+            secret_names = [n for n in names if SECRET_NAME.search(n.lower()) and not HASHED.search(n.lower())]
+            if secret_names and "PLACEHOLDER_SECRET" not in names:
                 offenders.append(f"{path.relative_to(p.REPO)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == [], offenders
 

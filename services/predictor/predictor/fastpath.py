@@ -122,8 +122,8 @@ class FastPredict:
     def __init__(self, app: Any, service: PredictorService, settings: PredictorSettings,
                  namespace: str = "predictor", authenticator: Authenticator | None = None) -> None:
         self.app, self.service, self.settings = app, service, settings
-        # Set when reads need a token (AUTH_OPEN_READS): predictions are reads.
-        self.authenticator = None if settings.open_reads else authenticator
+        # Predictions are reads: open without a token when AUTH_OPEN_READS; a token that is sent is checked.
+        self.authenticator, self.open_reads = authenticator, settings.open_reads
         self.routes = {PATH: (self._predict, HttpMetrics(namespace, PATH, "POST")),
                        INVOCATIONS: (self._invocations, HttpMetrics(namespace, INVOCATIONS, "POST"))}
 
@@ -144,7 +144,8 @@ class FastPredict:
             if self.authenticator is not None:
                 authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"),
                                      None)
-                await authorize(self.authenticator, authorization, Permission.READ, False)
+                if authorization is not None or not self.open_reads:
+                    await authorize(self.authenticator, authorization, Permission.READ, self.open_reads)
             body, size = await self._read(scope, receive)
             if body is None:
                 return  # the client went away

@@ -160,14 +160,14 @@ class Identity:
     def revoke_token(self, name: str, token_id: int, actor: str) -> dict[str, Any]:
         with self.sessions() as session, session.begin():
             row = self._principal(session, name)
-            token = session.get(ApiToken, token_id)
-            if token is None or token.principal_id != row.id:
+            record = session.get(ApiToken, token_id)
+            if record is None or record.principal_id != row.id:
                 raise NotFound(f"token {token_id} of principal {name!r} not found")
-            if token.revoked_at is None:
-                token.revoked_at, token.revoked_by = _now(), actor
+            if record.revoked_at is None:
+                record.revoked_at, record.revoked_by = _now(), actor
                 audit.record(session, actor=actor, action="token.revoke", model=AUDIT_MODEL,
-                             details={"principal": name, "token_id": token_id, "prefix": token.prefix})
-            return token_view(token)
+                             details={"principal": name, "token_id": token_id, "prefix": record.prefix})
+            return token_view(record)
 
     def bootstrap(self, settings: RegistrySettings) -> None:
         """Makes sure the stack's own principals exist and hold the tokens from the secrets: the first admin,
