@@ -151,7 +151,8 @@ class MlflowApi:
 
     def get_user(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.request("GET", f"{API2}/users/get", {"username": name})["user"]
+            user: dict[str, Any] = self.request("GET", f"{API2}/users/get", {"username": name})["user"]
+            return user
         except ApiError as exc:
             if exc.code == "RESOURCE_DOES_NOT_EXIST":
                 return None
@@ -159,7 +160,7 @@ class MlflowApi:
 
     def permission(self, user: str, resource_type: str, resource_id: str) -> str:
         params = {"username": user, "resource_type": resource_type, "resource_id": resource_id}
-        return self.request("GET", f"{API3}/users/permissions/get", params)["permission"]
+        return str(self.request("GET", f"{API3}/users/permissions/get", params)["permission"])
 
     def ensure_grant(self, user: str, resource_type: str, resource_id: str, permission: str,
                      enough: tuple[str, ...]) -> None:
