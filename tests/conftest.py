@@ -7,6 +7,7 @@ they can share one stack.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,18 +51,42 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[str]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[p.MlflowServer]:
+    """MLflow with its basic-auth app, as the stack runs it: an admin and one user per service."""
     with p.postgres_database("mlops_test_mlflow") as db_url:
-        proc, uri = p.mlflow_server(db_url, tmp_path_factory.mktemp("artifacts"), log_dir,
-                                    metrics_dir=tmp_path_factory.mktemp("mlflow-metrics"))
+        server = p.mlflow_server(db_url, tmp_path_factory.mktemp("artifacts"), log_dir,
+                                 metrics_dir=tmp_path_factory.mktemp("mlflow-metrics"), auth=True)
         try:
-            yield uri
+            yield server
         finally:
-            proc.stop()
+            server.stop()
 
 
 @pytest.fixture(scope="session")
-def base_env(mlflow_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def mlflow_credentials(mlflow_server: p.MlflowServer) -> p.MlflowCredentials:
+    assert mlflow_server.credentials is not None
+    return mlflow_server.credentials
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(mlflow_server: p.MlflowServer, mlflow_credentials: p.MlflowCredentials) -> Iterator[str]:
+    """The tracking URI. The test process itself talks to MLflow as its admin (tests register versions and
+    move aliases directly, as an operator would); the services never inherit that (tests/support/processes)."""
+    saved = {k: os.environ.get(k) for k in p.MLFLOW_CREDENTIAL_VARS}
+    os.environ.update(mlflow_credentials.env(mlflow_credentials.admin_username))
+    try:
+        yield mlflow_server.uri
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def base_env(mlflow_uri: str, mlflow_credentials: p.MlflowCredentials, redis_url: str,
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment shared by every service process of this test run."""
     run = uuid.uuid4().hex[:8]
     return {
@@ -76,6 +101,8 @@ def base_env(mlflow_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathF
         "TRAINER_API_TOKEN": TRAINER_TOKEN,
         "DATASETS_DIR": str(tmp_path_factory.mktemp("datasets")),
         "GIT_PYTHON_REFRESH": "quiet",
+        # Each service process gets its own MLflow user from these (tests/support/processes.py).
+        p.TEST_PASSWORDS_VAR: json.dumps(dict(mlflow_credentials.passwords)),
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -78,6 +79,26 @@ def redis_database() -> Iterator[str]:
     raise RuntimeError("no free Redis db among 1-15: another test run holds them all")
 
 
+# The test process talks to MLflow as its admin; a child never inherits that: each of our services gets its own
+# MLflow user, picked from MLOPS_TEST_MLFLOW_PASSWORDS (a JSON object user → password that tests/conftest.py
+# puts in the services' environment) by what the command runs.
+MLFLOW_CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+TEST_PASSWORDS_VAR = "MLOPS_TEST_MLFLOW_PASSWORDS"
+SERVICE_OF_COMMAND = (("registry_proxy.", "registry-proxy"), ("trainer.", "trainer"), ("predictor.", "predictor"))
+
+
+def service_credentials(cmd: list[str], env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the MLflow user of the service ``cmd`` starts in place of the test passwords variable."""
+    out = {k: v for k, v in env.items() if k != TEST_PASSWORDS_VAR}
+    passwords = json.loads(env.get(TEST_PASSWORDS_VAR) or "{}")
+    if not passwords or "MLFLOW_TRACKING_USERNAME" in env:
+        return out
+    user = next((u for prefix, u in SERVICE_OF_COMMAND for arg in cmd if arg.startswith(prefix)), None)
+    if user is not None:
+        out.update({"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": passwords[user]})
+    return out
+
+
 class Process:
     """A child process with a log file; ``wait_http`` blocks until it answers or raises with its log."""
 
@@ -87,7 +108,9 @@ class Process:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
-        full_env = {**os.environ, "PYTHONPATH": PYTHONPATH, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **self.env}
+        inherited = {k: v for k, v in os.environ.items() if k not in MLFLOW_CREDENTIAL_VARS}
+        full_env = {**inherited, "PYTHONPATH": PYTHONPATH, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+                    **service_credentials(self.cmd, self.env)}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=REPO, start_new_session=True)
