@@ -22,6 +22,7 @@ from tests.faults.support import (
     wait_for,
 )
 from tests.support import processes as p
+from tests.support.auth import ADMIN
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def test_redis_outage(stack: dict[str, str], own_redis: RedisServer, mlflow_uri:
     trainer, predictor, name = stack["trainer"], stack["predictor"], stack["name"]
 
     # A job queued before the outage (no worker consumes this module's queue).
-    before = httpx.post(f"{trainer}/retrain", json=retrain_body(name), timeout=60)
+    before = httpx.post(f"{trainer}/retrain", json=retrain_body(name), headers=ADMIN, timeout=60)
     assert before.status_code == 202, before.text
     job_id = before.json()["job_id"]
     conn = own_redis.client()
@@ -88,7 +89,7 @@ def test_redis_outage(stack: dict[str, str], own_redis: RedisServer, mlflow_uri:
         own_redis.stop()
         time.sleep(3)
         # (3) the API refuses with a reason instead of a 500 or a hang
-        refused = httpx.post(f"{trainer}/retrain", json=retrain_body(name), timeout=60)
+        refused = httpx.post(f"{trainer}/retrain", json=retrain_body(name), headers=ADMIN, timeout=60)
         assert refused.status_code == 503, refused.text
         assert "Redis" in refused.text or "broker" in refused.text, refused.text
         assert httpx.get(f"{trainer}/health", timeout=10).status_code == 200

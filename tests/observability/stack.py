@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 
 from mlops_common.settings import REPO_ROOT
-from tests.conftest import ADMIN_TOKEN
 from tests.observability.prometheus import Prometheus
 from tests.support import processes as p
+from tests.support.auth import ADMIN
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FAST = [{"featurizer": {"type": "tfidf"},
          "estimator": {"type": "logreg", "params": {"max_iter": 300, "C": 20.0}}}]
 WEAK = [{"featurizer": {"type": "bow", "params": {"max_features": 2}},
@@ -98,7 +97,8 @@ class Stack:
 
     # --- trainer and registry ---------------------------------------------------------------------------
     def retrain(self, model_name: str, spec: dict[str, Any], wait: bool = True) -> dict[str, Any]:
-        response = httpx.post(f"{self.trainer_url}/retrain", json={"model_name": model_name, "spec": spec}, timeout=30)
+        response = httpx.post(f"{self.trainer_url}/retrain", json={"model_name": model_name, "spec": spec},
+                              headers=ADMIN, timeout=30)
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
         return self.wait_job(job_id) if wait else {"job_id": job_id}
@@ -139,7 +139,8 @@ class Stack:
         return httpx.post(f"{self.urls[role]}/predict", json={"instances": instances}, timeout=30)
 
     def feedback(self, role: str, request_id: str, **truth: Any) -> None:
-        response = httpx.post(f"{self.urls[role]}/feedback", json={"request_id": request_id, **truth}, timeout=10)
+        response = httpx.post(f"{self.urls[role]}/feedback", json={"request_id": request_id, **truth},
+                              headers=ADMIN, timeout=10)
         assert response.status_code == 200, response.text
 
     def real_messages(self, rows: int, seed: int) -> list[str]:

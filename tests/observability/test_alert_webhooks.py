@@ -16,13 +16,13 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import TRAINER_TOKEN
 from tests.observability.stack import FAST, sms_subset, text_spec, unique
 from tests.support import processes as p
+from tests.support.auth import TRAINER_TOKEN, bearer, principal_token
 
 pytestmark = pytest.mark.slow
 PAYLOADS = Path(__file__).parent / "payloads"
-AUTH = {"Authorization": f"Bearer {TRAINER_TOKEN}"}
+AUTH = bearer(TRAINER_TOKEN)  # the `alerting` principal (role scientist) Grafana and Alertmanager send
 
 
 def payload(name: str, model_name: str) -> dict[str, Any]:
@@ -68,12 +68,15 @@ def wait_done(url: str, job_id: str, timeout: float = 300) -> dict[str, Any]:
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
-def test_webhooks_need_the_token(alert_trainer: tuple[str, str]) -> None:
+def test_webhooks_need_the_token(alert_trainer: tuple[str, str], registry_url: str) -> None:
     url, model_name = alert_trainer
+    _, viewer = principal_token(registry_url, "viewer")
     for path in ("/alerts/grafana", "/alerts/alertmanager"):
         assert post(url, path, payload("grafana-drift-firing", model_name), headers=None).status_code == 401
         wrong = {"Authorization": "Bearer not-the-token"}
         assert post(url, path, payload("grafana-drift-firing", model_name), headers=wrong).status_code == 401
+        # A reader may not start a retrain.
+        assert post(url, path, payload("grafana-drift-firing", model_name), headers=bearer(viewer)).status_code == 403
     assert jobs_of(url, model_name) == []
 
 
