@@ -17,7 +17,6 @@ import psycopg2
 import pytest
 
 from mlops_common.settings import REPO_ROOT
-from tests.conftest import ADMIN_TOKEN
 from tests.faults.support import (
     Load,
     MlflowServer,
@@ -29,9 +28,9 @@ from tests.faults.support import (
     wait_for,
 )
 from tests.support import processes as p
+from tests.support.auth import ADMIN
 
 pytestmark = pytest.mark.slow
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 POLL_SECONDS = 2.0
 
 
@@ -48,7 +47,7 @@ class Stack:
             "metric": {"name": "f1_macro", "higher_is_better": True, "threshold": 0.5},
             "candidates": [{"featurizer": {"type": "bow"},
                             "estimator": {"type": "knn", "params": {"n_neighbors": 3}}}]}}
-        r = httpx.post(f"{self.trainer}/retrain", json=body, timeout=60)
+        r = httpx.post(f"{self.trainer}/retrain", json=body, headers=ADMIN, timeout=60)
         assert r.status_code == 202, r.text
         return r.json()["job_id"]
 
