@@ -24,6 +24,7 @@ from mlops_common import mlflow_utils
 from mlops_common.drift import build_reference
 from mlops_common.events import ModelEvent
 from mlops_common.featurizers import TextColumn
+from tests.support.mlflow_auth import let_registry_proxy_manage
 from tests.support.waiting import wait_for  # noqa: F401 - re-exported for the suite
 
 TRUSTED = ["mlops_common.featurizers.TextColumn", "mlops_common.featurizers.Word2VecVectorizer"]
@@ -98,6 +99,7 @@ def register(mlflow_uri: str, name: str, model: Any, example: Any, task: str,
         if spec is not None:
             mlflow.log_dict({**spec, "task": task}, "spec.json")
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
+    let_registry_proxy_manage(mlflow.get_tracking_uri(), name)
     return str(version.version)
 
 

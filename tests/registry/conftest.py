@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.registry.helpers import EventTap, OwnRegistry, Receiver
 from tests.support import processes as p
+from tests.support.mlflow_auth import let_registry_proxy_manage
 
 EXPERIMENT = "registry-proxy-tests"
 
@@ -43,7 +44,7 @@ Register = Callable[..., str]
 
 
 @pytest.fixture(scope="session")
-def register(mlflow_client: MlflowClient, tiny_model_id: str) -> Register:
+def register(mlflow_client: MlflowClient, mlflow_uri: str, tiny_model_id: str) -> Register:
     """register(name, f1_macro=0.9, tags={...}) -> version: a run with those metrics and a model version."""
     experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
     assert experiment is not None
@@ -54,6 +55,7 @@ def register(mlflow_client: MlflowClient, tiny_model_id: str) -> Register:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        let_registry_proxy_manage(mlflow_uri, name)
         run = mlflow_client.create_run(experiment.experiment_id)
         for key, value in (metrics or {"f1_macro": 0.9}).items():
             mlflow_client.log_metric(run.info.run_id, key, value)

@@ -62,10 +62,10 @@ def token_view(row: ApiToken) -> dict[str, Any]:
 
 def lookup(session: Session, token: str) -> Principal | None:
     """The principal holding a valid (not revoked, not expired) token, unless the principal is disabled."""
-    now = _now()
+    now, digest = _now(), token_digest(token)
     row = session.execute(
         select(PrincipalRow).join(ApiToken, ApiToken.principal_id == PrincipalRow.id)
-        .where(ApiToken.token_sha256 == token_digest(token), ApiToken.revoked_at.is_(None),
+        .where(ApiToken.token_sha256 == digest, ApiToken.revoked_at.is_(None),
                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now), PrincipalRow.disabled_at.is_(None))
     ).scalar_one_or_none()
     if row is None:
