@@ -152,7 +152,7 @@ def run_job(job_id: str) -> None:
     except USER_ERRORS as exc:
         fail(job_id, str(exc))
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any other failure fails the job, reported as internal
         fail(job_id, _internal(exc))
         return
     if not ctx.store.r.hsetnx(JobStore.key(job_id), "dispatched", "true"):
@@ -280,7 +280,7 @@ def train_challenger(self, job_id: str) -> None:
             _finish_challenger(job_id, job, spec, snap, frame, prep, best.pipeline, run_id)
     except USER_ERRORS as exc:
         fail(job_id, str(exc))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any other failure fails the job, reported as internal
         fail(job_id, _internal(exc))
 
 
@@ -394,7 +394,7 @@ def decide(self, job_id: str) -> None:
             raise self.retry(countdown=GATE_RETRY_SECONDS, max_retries=None) from exc
         fail(job_id, f"the gate call failed (the model is logged at {job.get('model_uri')} in run "
                      f"{job.get('run_id')}): {exc}")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any other failure fails the job, reported as internal
         fail(job_id, _internal(exc))
     finally:
         ctx.store.release(job_id, "decide")
