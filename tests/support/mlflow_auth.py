@@ -16,8 +16,9 @@ def let_registry_proxy_manage(tracking_uri: str, name: str) -> None:
     username, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
     if not username or not password:
         return
-    url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/permissions/create"
+    url = f"{tracking_uri.rstrip('/')}/api/3.0/mlflow/users/permissions/grant"
     r = httpx.post(url, auth=(username, password), timeout=30,
-                   json={"name": name, "username": REGISTRY_PROXY_USER, "permission": "MANAGE"})
+                   json={"username": REGISTRY_PROXY_USER, "resource_type": "registered_model", "resource_id": name,
+                         "permission": "MANAGE"})
     if r.status_code != 200 and "RESOURCE_ALREADY_EXISTS" not in r.text:
         raise AssertionError(f"could not grant {REGISTRY_PROXY_USER} MANAGE on {name}: {r.status_code} {r.text}")
