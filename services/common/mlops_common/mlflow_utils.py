@@ -30,7 +30,16 @@ def version_by_alias(mlflow_client: MlflowClient, name: str, alias: str) -> Mode
     except (MlflowException, RestException) as exc:
         if is_not_found(exc) or ("alias" in str(exc).lower() and "not found" in str(exc).lower()):
             return None
+        # MLflow's auth app answers 403, not 404, for a model that does not exist yet (it has no permission
+        # to look up); a search sees only models that exist and that this user may read.
+        if getattr(exc, "error_code", None) == "PERMISSION_DENIED" and not model_exists(mlflow_client, name):
+            return None
         raise
+
+
+def model_exists(mlflow_client: MlflowClient, name: str) -> bool:
+    escaped = name.replace("'", "\\'")
+    return bool(mlflow_client.search_registered_models(filter_string=f"name = '{escaped}'", max_results=1))
 
 
 def model_uri(name: str, version: str | int) -> str:

@@ -36,17 +36,30 @@ class Registry:
         self.tracking_uri = tracking_uri
         self.client = mlflow_utils.client(tracking_uri)
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], model: str | None = None) -> T:
         try:
             return fn()
         except MlflowException as exc:
             if mlflow_utils.is_not_found(exc):
                 raise NotFound(f"{what} not found") from exc
+            if exc.error_code == "PERMISSION_DENIED":
+                # MLflow's auth app answers 403 for a model that does not exist (nobody holds a permission on it).
+                if model is not None and not self._exists(model):
+                    raise NotFound(f"{what} not found") from exc
+                log.error("MLflow refused registry-proxy's user (%s): %s", what, exc)
+                raise Unavailable(f"MLflow refused registry-proxy's own user ({what}): it needs MANAGE on the "
+                                  "model (docker/mlflow/provision_users.py grants it)") from exc
             log.warning("MLflow call failed (%s): %s", what, exc)
             raise Unavailable(f"MLflow unavailable ({what}): {_short(exc)}") from exc
         except Exception as exc:  # connection errors surface as requests/urllib3 exceptions
             log.warning("MLflow call failed (%s): %s", what, exc)
             raise Unavailable(f"MLflow unavailable ({what}): {_short(exc)}") from exc
+
+    def _exists(self, model: str) -> bool:
+        try:
+            return mlflow_utils.model_exists(self.client, model)
+        except Exception as exc:
+            raise Unavailable(f"MLflow unavailable (model {model!r}): {_short(exc)}") from exc
 
     def list_models(self) -> list[RegisteredModel]:
         models: list[RegisteredModel] = []
@@ -60,7 +73,7 @@ class Registry:
                 return models
 
     def get_model(self, name: str) -> RegisteredModel:
-        return self._call(f"model {name!r}", lambda: self.client.get_registered_model(name))
+        return self._call(f"model {name!r}", lambda: self.client.get_registered_model(name), name)
 
     def versions(self, name: str) -> list[ModelVersion]:
         escaped = name.replace("'", "\\'")
@@ -71,7 +84,8 @@ class Registry:
     def get_version(self, name: str, version: str) -> ModelVersion:
         if not str(version).isdigit():
             raise NotFound(f"version {version!r} of model {name!r} not found")
-        return self._call(f"version {version} of model {name!r}", lambda: self.client.get_model_version(name, version))
+        return self._call(f"version {version} of model {name!r}",
+                          lambda: self.client.get_model_version(name, version), name)
 
     def aliases(self, name: str) -> dict[str, str]:
         return {alias: str(v) for alias, v in (self.get_model(name).aliases or {}).items()}
@@ -90,7 +104,7 @@ class Registry:
         import mlflow
 
         try:
-            self._call(f"model {name!r}", lambda: self.client.get_registered_model(name))
+            self._call(f"model {name!r}", lambda: self.client.get_registered_model(name), name)
         except NotFound:
             self._call(f"model {name!r}", lambda: self.client.create_registered_model(name))
         escaped = name.replace("'", "\\'")
@@ -102,10 +116,11 @@ class Registry:
             model_uri, name, tags={JOB_TAG: job_id, "mlops.run_id": run_id, **tags}))
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        self._call(f"alias {alias} of {name!r}", lambda: self.client.set_registered_model_alias(name, alias, version))
+        self._call(f"alias {alias} of {name!r}", lambda: self.client.set_registered_model_alias(name, alias, version),
+                   name)
 
     def delete_alias(self, name: str, alias: str) -> None:
-        self._call(f"alias {alias} of {name!r}", lambda: self.client.delete_registered_model_alias(name, alias))
+        self._call(f"alias {alias} of {name!r}", lambda: self.client.delete_registered_model_alias(name, alias), name)
 
     def set_tags(self, name: str, version: str, tags: dict[str, object]) -> None:
         for key, value in tags.items():
