@@ -51,9 +51,11 @@ def app_routes(modules: list[str], env: dict[str, str]) -> dict[str, list[tuple[
 
 
 @pytest.fixture(scope="session")
-def served_model(predictor_factory: Callable[..., str], mlflow_uri: str) -> tuple[str, str, list[str]]:
+def served_model(predictor_factory: Callable[..., str], mlflow_uri: str,
+                 registry_url: str) -> tuple[str, str, list[str]]:
     """(predictor URL, model name, versions): a predictor of the shared stack serving version 1 of a small
-    sms-spam classifier registered three times."""
+    sms-spam classifier registered three times. registry-proxy starts first: the predictor checks tokens
+    (``POST /feedback``) with it."""
     name = f"faults-{uuid.uuid4().hex[:8]}"
     versions = register_text_model(mlflow_uri, name, versions=3)
     set_production(mlflow_uri, name, versions[0])

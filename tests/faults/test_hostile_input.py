@@ -14,14 +14,16 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ADMIN_TOKEN, TRAINER_TOKEN
 from tests.faults.support import SPAM
+from tests.support.auth import ADMIN, SERVICE_TOKEN, TRAINER_TOKEN, bearer
 
 pytestmark = pytest.mark.slow
 
 EXAMPLES_PER_OPERATION = 12
 SECONDS_PER_SERVICE = 60
 DEEP = 100_000
+SERVICE = bearer(SERVICE_TOKEN)  # the gate takes the trainer service's token only
+ALERTING = bearer(TRAINER_TOKEN)  # what Grafana and Alertmanager send
 # Bodies no endpoint can accept (the others, e.g. a NUL inside a text to classify, may be valid input: they
 # must only never cause a 5xx).
 ALWAYS_INVALID = {"deeply nested arrays", "deeply nested objects", "NaN", "Infinity", "invalid UTF-8", "XML",
@@ -31,9 +33,11 @@ ALWAYS_INVALID = {"deeply nested arrays", "deeply nested objects", "NaN", "Infin
 EXTRA_FIELDS_OK = {"NaN", "Infinity"}
 
 
-def fuzz(base_url: str, headers: dict[str, str], budget: float) -> tuple[int, list[str]]:
-    """Runs generated requests for every operation of the service's OpenAPI document; returns (requests sent,
-    server errors seen). Hypothesis generates, the budget bounds the wall time on a busy CI machine."""
+def fuzz(base_url: str, headers: dict[str, str], budget: float,
+         per_path: dict[str, dict[str, str]] | None = None) -> tuple[int, list[str]]:
+    """Runs generated requests for every operation of the service's OpenAPI document (with ``headers``, or those
+    ``per_path`` gives for an operation's path template); returns (requests sent, server errors seen).
+    Hypothesis generates, the budget bounds the wall time on a busy CI machine."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     deadline = time.monotonic() + budget
     sent, errors = 0, []
@@ -47,7 +51,8 @@ def fuzz(base_url: str, headers: dict[str, str], budget: float) -> tuple[int, li
             nonlocal sent
             if time.monotonic() > deadline:
                 return
-            response = case.call(base_url=base_url, headers=headers, timeout=60)
+            response = case.call(base_url=base_url, headers=(per_path or {}).get(case.operation.path, headers),
+                                 timeout=60)
             sent += 1
             if response.status_code >= 500 and response.status_code != 503:
                 errors.append(f"{case.method} {case.formatted_path} {case.body!r:.300} -> "
@@ -64,11 +69,12 @@ def test_property_based_requests_over_the_openapi_find_no_server_error(
     """Up to 12 generated requests per operation of each service's OpenAPI (with valid tokens, so the
     generated bodies reach the handlers) get no 5xx other than 503 (a dependency that is really down)."""
     url, headers = {
-        "registry": (registry_url, {"Authorization": f"Bearer {ADMIN_TOKEN}"}),
-        "trainer": (trainer_url, {"Authorization": f"Bearer {TRAINER_TOKEN}"}),
-        "predictor": (served_model[0], {}),
+        "registry": (registry_url, ADMIN),
+        "trainer": (trainer_url, ADMIN),
+        "predictor": (served_model[0], ADMIN),
     }[service]
-    sent, errors = fuzz(url, headers, SECONDS_PER_SERVICE)
+    per_path = {"/models/{name}/gate": SERVICE} if service == "registry" else None
+    sent, errors = fuzz(url, headers, SECONDS_PER_SERVICE, per_path)
     print(f"{service}: {sent} generated requests")
     assert sent > 0
     assert errors == []
@@ -96,7 +102,8 @@ def test_property_based_json_bodies_to_the_predictor(served_model: tuple[str, st
         def check(value: object, path: str, wrap: str) -> None:
             body = {"raw": value, "instances": {"instances": value}, "inputs": {"inputs": value},
                     "feedback": {"request_id": value, "label": value}}[wrap]
-            r = client.post(path, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+            r = client.post(path, content=json.dumps(body).encode(),
+                            headers={**ADMIN, "content-type": "application/json"})
             if r.status_code >= 500:
                 errors.append(f"{path} {body!r:.200} -> {r.status_code} {r.text[:200]}")
 
@@ -109,8 +116,10 @@ def hostile_bodies() -> list[tuple[str, bytes, str]]:
     return [
         ("deeply nested arrays", b"[" * DEEP + b"]" * DEEP, "application/json"),
         ("deeply nested objects", b'{"a":' * DEEP + b"1" + b"}" * DEEP, "application/json"),
-        ("NaN", b'{"instances": [NaN], "version": NaN, "challenger_score": NaN, "reason": NaN}', "application/json"),
-        ("Infinity", b'{"instances": [Infinity], "version": "1", "challenger_score": -Infinity}', "application/json"),
+        ("NaN", b'{"instances": [NaN], "version": NaN, "challenger_metrics": {"f1_macro": NaN}, "reason": NaN}',
+         "application/json"),
+        ("Infinity", b'{"instances": [Infinity], "version": "1", "challenger_metrics": {"f1_macro": -Infinity}}',
+         "application/json"),
         ("lone surrogate", b'{"instances": ["\\ud800"], "reason": "\\udfff", "comment": "\\ud800",'
                            b' "model_name": "\\ud800"}', "application/json"),
         ("NUL characters", b'{"instances": ["a\\u0000b"], "reason": "\\u0000", "comment": "\\u0000",'
@@ -129,17 +138,16 @@ def hostile_bodies() -> list[tuple[str, bytes, str]]:
 
 
 def post_targets(registry_url: str, trainer_url: str, predictor_url: str, model: str) -> list[tuple[str, dict]]:
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     return [
         (f"{predictor_url}/predict", {}),
         (f"{predictor_url}/invocations", {}),
-        (f"{predictor_url}/feedback", {}),
-        (f"{registry_url}/models/{model}/promote", admin),
-        (f"{registry_url}/models/{model}/incidents", admin),
-        (f"{registry_url}/models/{model}/gate", admin),
-        (f"{registry_url}/decisions/1/approve", admin),
-        (f"{trainer_url}/retrain", {}),
-        (f"{trainer_url}/alerts/grafana", {"Authorization": f"Bearer {TRAINER_TOKEN}"}),
+        (f"{predictor_url}/feedback", ADMIN),
+        (f"{registry_url}/models/{model}/promote", ADMIN),
+        (f"{registry_url}/models/{model}/incidents", ADMIN),
+        (f"{registry_url}/models/{model}/gate", SERVICE),
+        (f"{registry_url}/decisions/1/approve", ADMIN),
+        (f"{trainer_url}/retrain", ADMIN),
+        (f"{trainer_url}/alerts/grafana", ALERTING),
     ]
 
 
@@ -175,7 +183,6 @@ def test_valid_bodies_with_unstorable_text_get_a_client_error(registry_url: str,
     """Otherwise valid registry-proxy and trainer-api bodies whose free-text fields hold a NUL character (which
     Postgres cannot store) or a lone surrogate get a 4xx naming the problem, never a 5xx."""
     _, model, _ = served_model
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     failures = []
     for text in ("nul \u0000 inside", "surrogate \ud800 inside"):
         requests = [
@@ -184,12 +191,15 @@ def test_valid_bodies_with_unstorable_text_get_a_client_error(registry_url: str,
             (f"{registry_url}/models/{model}/promote", {"version": "999", "reason": text}),
             (f"{registry_url}/decisions/999999/approve", {"comment": text}),
             (f"{registry_url}/models/{model}/gate",
-             {"version": "999", "job_id": text, "metric": {"name": "f1_macro"}, "outcome": "kept", "reason": text}),
+             {"job_id": text, "run_id": "0" * 32, "model_uri": "models:/m-" + "0" * 32,
+              "challenger_metrics": {"f1_macro": 0.9}, "requested_by": text, "production_error": text,
+              "spec_policy": {"metric": "f1_macro", "threshold": 0.5}}),
             (f"{trainer_url}/retrain", {"model_name": model, "idempotency_key": text}),
         ]
         for url, body in requests:
             raw = json.dumps(body).encode()  # json escapes the surrogate as \ud800, as a hostile client would
-            r = httpx.post(url, content=raw, headers={**admin, "content-type": "application/json"}, timeout=60)
+            headers = SERVICE if url.endswith("/gate") else ADMIN
+            r = httpx.post(url, content=raw, headers={**headers, "content-type": "application/json"}, timeout=60)
             if not 400 <= r.status_code < 500:
                 failures.append(f"{text!r} → {url}: {r.status_code} {r.text[:200]}")
     assert failures == [], "\n".join(failures)
@@ -201,12 +211,11 @@ def test_oversized_bodies_are_refused_with_413(registry_url: str, trainer_url: s
     and one over 2 MB (mlops_common.errors.MAX_JSON_BODY_BYTES) on registry-proxy's and trainer-api's JSON
     routes, whether announced by Content-Length or streamed in chunks, before it is read into memory."""
     predictor, model, _ = served_model
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"}
+    admin = {**ADMIN, "content-type": "application/json"}
     huge = b'{"reason": "' + b"x" * 3_000_000 + b'"}'
     with httpx.Client(timeout=120) as client:
         for url, headers in ((f"{registry_url}/models/{model}/incidents", admin), (f"{trainer_url}/retrain", admin),
-                             (f"{trainer_url}/alerts/grafana",
-                              {"Authorization": f"Bearer {TRAINER_TOKEN}", "content-type": "application/json"})):
+                             (f"{trainer_url}/alerts/grafana", {**ALERTING, "content-type": "application/json"})):
             r = client.post(url, content=huge, headers=headers)
             assert r.status_code == 413, (url, r.status_code, r.text[:200])
             r = client.post(url, content=iter([huge[i:i + 65536] for i in range(0, len(huge), 65536)]),
@@ -239,7 +248,7 @@ def test_dataset_uris_cannot_escape_the_allowed_folders(trainer_url: str, model_
                 "\\\\evil\\share\\a.csv", "data/sms_spam.csv\u0000.txt"):
         body = {"model_name": model_name,
                 "spec": {**spec, "data": {"uri": uri, "text_column": "text", "label_column": "label"}}}
-        r = httpx.post(f"{trainer_url}/retrain", json=body, timeout=60)
+        r = httpx.post(f"{trainer_url}/retrain", json=body, headers=ADMIN, timeout=60)
         assert r.status_code == 422, (uri, r.status_code, r.text)
         assert "uri" in r.text, (uri, r.text)
     jobs = httpx.get(f"{trainer_url}/jobs", params={"model_name": model_name}, timeout=30).json()["jobs"]
@@ -259,7 +268,7 @@ def test_dataset_urls_cannot_reach_the_stacks_own_addresses(trainer_url: str, re
                 "https://127.0.0.1:443/a.csv"):
         body = {"model_name": model_name,
                 "spec": {**spec, "data": {"uri": uri, "text_column": "text", "label_column": "label"}}}
-        r = httpx.post(f"{trainer_url}/retrain", json=body, timeout=60)
+        r = httpx.post(f"{trainer_url}/retrain", json=body, headers=ADMIN, timeout=60)
         assert r.status_code == 422, (uri, r.status_code, r.text)
         assert "internal address" in r.text and "DATA_ALLOWED_HOSTS" in r.text, r.text
     jobs = httpx.get(f"{trainer_url}/jobs", params={"model_name": model_name}, timeout=30).json()["jobs"]
@@ -290,12 +299,13 @@ def test_upload_filenames_cannot_traverse(trainer_url: str, tmp_path: Path) -> N
              ".." + "/" * 50 + "x.csv", "x" * 300 + ".csv"]
     for name in names:
         content = f"text,label\nhello {name[:10]!r},ham\nwin cash,spam\n".encode()
-        r = httpx.post(f"{trainer_url}/datasets", files={"file": (name, content, "text/csv")}, timeout=60)
+        r = httpx.post(f"{trainer_url}/datasets", files={"file": (name, content, "text/csv")}, headers=ADMIN,
+                       timeout=60)
         assert r.status_code == 422, (name, r.status_code, r.text)
         assert "file name" in r.json()["detail"]
     assert not target.exists()
     assert not Path("/evil.csv").exists()
     plain = ("plain name.csv", b"text,label\nhi,ham\nwin cash,spam\n", "text/csv")
-    r = httpx.post(f"{trainer_url}/datasets", files={"file": plain}, timeout=60)
+    r = httpx.post(f"{trainer_url}/datasets", files={"file": plain}, headers=ADMIN, timeout=60)
     assert r.status_code == 201, r.text
     assert r.json()["dataset_id"] == r.json()["sha256"]

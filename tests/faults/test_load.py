@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN
 from tests.faults.support import (
     HAM,
     Load,
@@ -25,10 +24,10 @@ from tests.faults.support import (
     wait_for,
 )
 from tests.support import processes as p
+from tests.support.auth import ADMIN
 from tests.trainer.helpers import sms_subset, submit, text_spec, wait_job
 
 pytestmark = pytest.mark.slow
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SOAK_SECONDS = 60
 PROMOTE_EVERY_SECONDS = 15
 RSS_GROWTH_BOUND = 100 * 1024 * 1024
@@ -58,8 +57,10 @@ def test_promotions_under_load_fail_no_request(served_model: tuple[str, str, lis
 
 
 @pytest.fixture(scope="module")
-def soak_predictor(base_env: dict[str, str], mlflow_uri: str, log_dir: Path) -> Iterator[tuple[str, int, str, list]]:
-    """A predictor process of this module's own (its pid is needed for RSS) on the shared stack."""
+def soak_predictor(base_env: dict[str, str], mlflow_uri: str, registry_url: str,
+                   log_dir: Path) -> Iterator[tuple[str, int, str, list]]:
+    """A predictor process of this module's own (its pid is needed for RSS) on the shared stack (registry-proxy
+    first: the predictor asks it whose token a feedback carries)."""
     name = f"faults-soak-{uuid.uuid4().hex[:6]}"
     versions = register_text_model(mlflow_uri, name, versions=2)
     set_production(mlflow_uri, name, versions[0])
@@ -83,7 +84,8 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
     equal to predictor_http_requests_total on /metrics, per handler."""
     url, pid, name, versions = soak_predictor
     upload = sms_subset(tmp_path / "soak.csv", rows=300)
-    r = httpx.post(f"{trainer_url}/datasets", files={"file": ("soak.csv", upload.read_bytes(), "text/csv")}, timeout=60)
+    r = httpx.post(f"{trainer_url}/datasets", files={"file": ("soak.csv", upload.read_bytes(), "text/csv")},
+                   headers=ADMIN, timeout=60)
     assert r.status_code == 201, r.text
     spec = text_spec(r.json()["dataset_id"], threshold=0.5)
     jobs: list[dict] = []
@@ -97,7 +99,7 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
         def give_feedback() -> None:
             nonlocal feedback_sent
             used = 0
-            with httpx.Client(timeout=30) as client:
+            with httpx.Client(timeout=30, headers=ADMIN) as client:  # feedback needs role scientist+
                 while not stop.is_set():
                     with load._lock:
                         fresh = load.request_ids[used:used + 5]
