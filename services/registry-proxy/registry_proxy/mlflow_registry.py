@@ -101,7 +101,6 @@ class Registry:
     def register(self, name: str, model_uri: str, run_id: str, job_id: str, tags: dict[str, str]) -> ModelVersion:
         """The version of ``name`` registered for ``job_id``: found by its job tag, or created from the logged
         model (the registered model too, on first use). Only registry-proxy's MLflow user may do this."""
-        import mlflow
 
         try:
             self._call(f"model {name!r}", lambda: self.client.get_registered_model(name), name)
@@ -112,8 +111,12 @@ class Registry:
             f"name = '{escaped}' and tags.`{JOB_TAG}` = '{job_id}'", max_results=10))
         if found:
             return found[0]
-        return self._call(f"a new version of {name!r}", lambda: mlflow.register_model(
-            model_uri, name, tags={JOB_TAG: job_id, "mlops.run_id": run_id, **tags}))
+        # The client's create_model_version, not mlflow.register_model: the latter also tags the logged model,
+        # which lives in the trainer's experiment, where registry-proxy's MLflow user may only read.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        return self._call(f"a new version of {name!r}", lambda: self.client.create_model_version(
+            name, source=model_uri, run_id=run_id, model_id=model_id,
+            tags={JOB_TAG: job_id, "mlops.run_id": run_id, **tags}), name)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call(f"alias {alias} of {name!r}", lambda: self.client.set_registered_model_alias(name, alias, version),
