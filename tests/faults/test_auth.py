@@ -277,7 +277,8 @@ def test_tokens_are_never_compared_with_equality() -> None:
     assert offenders == [], offenders
 
 
-def test_no_secret_is_logged(open_urls: dict[str, str], log_dir: Path, worker_factory: Callable[..., p.Process]) -> None:
+def test_no_secret_is_logged(open_urls: dict[str, str], log_dir: Path,
+                             worker_factory: Callable[..., p.Process]) -> None:
     """After authenticated and refused requests to every service, no service log (registry-proxy, trainer-api,
     workers, predictors, MLflow) contains any token value, right or wrong."""
     registry, trainer = open_urls["registry_proxy.main"], open_urls["trainer.api"]
