@@ -52,6 +52,7 @@ ENV = {
     "mlflow_password_registry_proxy": "MLFLOW_PASSWORD_REGISTRY_PROXY",
     "mlflow_password_trainer": "MLFLOW_PASSWORD_TRAINER",
     "mlflow_password_predictor": "MLFLOW_PASSWORD_PREDICTOR",
+    "mlflow_password_prometheus": "MLFLOW_PASSWORD_PROMETHEUS",
     "redis_password_registry_proxy": "REDIS_PASSWORD_REGISTRY_PROXY",
     "redis_password_trainer": "REDIS_PASSWORD_TRAINER",
     "redis_password_predictor": "REDIS_PASSWORD_PREDICTOR",
@@ -79,6 +80,7 @@ VOLUMES: dict[str, dict[str, str]] = {
         "mlflow_password_registry_proxy": "mlflow_password_registry_proxy",
         "mlflow_password_trainer": "mlflow_password_trainer",
         "mlflow_password_predictor": "mlflow_password_predictor",
+        "mlflow_password_prometheus": "mlflow_password_prometheus",
     },
     "registry-proxy": {
         "registry_database_url": "registry_database_url",
@@ -98,6 +100,10 @@ VOLUMES: dict[str, dict[str, str]] = {
     "predictor": {
         "redis_url": "redis_url_predictor",
         "mlflow_tracking_password": "mlflow_password_predictor",
+    },
+    # Prometheus scrapes MLflow's /metrics as the read-only MLflow user `prometheus` (basic_auth password_file).
+    "prometheus": {
+        "mlflow_password_prometheus": "mlflow_password_prometheus",
     },
     "grafana": {
         "grafana_admin_password": "grafana_admin_password",

@@ -22,7 +22,9 @@ SECRETS_DIR = "/run/secrets/mlops"
 # Which secrets-init volume (docker/secrets-init/secrets_init.py VOLUMES) each service mounts.
 SECRET_VOLUME = {"postgres": "postgres", "redis": "redis", "mlflow": "mlflow", "registry-proxy": "registry-proxy",
                  "trainer-api": "trainer", "trainer-worker": "trainer", "trainer-beat": "trainer",
-                 "predictor": "predictor", "grafana": "grafana"}
+                 "predictor": "predictor", "prometheus": "prometheus", "grafana": "grafana"}
+# Secret files a service's own config files name (mounted from the repository) rather than its compose entry.
+CONFIG_FILES = {"prometheus": ["infra/prometheus/prometheus.yml", "docker/prometheus/prometheus.hostnet.yml"]}
 # The settings each Python service reads from a secret file, and its MLflow user.
 SECRET_SETTINGS = {
     "registry-proxy": {"REDIS_URL", "REGISTRY_DATABASE_URL", "REGISTRY_ADMIN_TOKEN", "REGISTRY_SERVICE_TOKEN",
@@ -33,6 +35,8 @@ SECRET_SETTINGS = {
 }
 MLFLOW_USER = {"registry-proxy": "registry-proxy", "trainer-api": "trainer", "trainer-worker": "trainer",
                "trainer-beat": "trainer", "predictor": "predictor"}
+# MLflow users with no service environment of their own: Prometheus scrapes MLflow's /metrics as `prometheus`.
+MLFLOW_OTHER_USERS = {"prometheus"}
 SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|_URL$|_URI$|BACKEND$)")
 
 
@@ -138,7 +142,10 @@ def test_each_service_gets_only_its_own_secrets(base: dict) -> None:
             assert not mounts and not secret_files_named(service), name
             continue
         assert mounts == [f"secrets-{SECRET_VOLUME[name]}:{SECRETS_DIR}:ro"], name
-        assert secret_files_named(service) == set(volumes[SECRET_VOLUME[name]]), name
+        named = secret_files_named(service)
+        for config in CONFIG_FILES.get(name, []):
+            named |= set(re.findall(rf"{SECRETS_DIR}/([A-Za-z0-9_.-]+)", (REPO / config).read_text()))
+        assert named == set(volumes[SECRET_VOLUME[name]]), name
         # and no secret in plain: every secret-looking variable is a path under /run/secrets/mlops
         for key, value in (service.get("environment") or {}).items():
             if SECRET_NAME.search(key) and not key.endswith("_FILE") and value is not None:
@@ -181,7 +188,8 @@ def test_the_servers_read_their_secrets_from_files(base: dict) -> None:
                 "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         assert ml[f"{var}_FILE"].startswith(f"{SECRETS_DIR}/") and var not in ml, var
     assert dict(u.split("=") for u in ml["MLFLOW_SERVICE_USERS"].split()) == {
-        user: f"{SECRETS_DIR}/mlflow_password_{user.replace('-', '_')}" for user in set(MLFLOW_USER.values())}
+        user: f"{SECRETS_DIR}/mlflow_password_{user.replace('-', '_')}"
+        for user in set(MLFLOW_USER.values()) | MLFLOW_OTHER_USERS}
     gf = base["grafana"]
     assert gf["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == f"{SECRETS_DIR}/grafana_admin_password"
     assert f"cat {SECRETS_DIR}/trainer_api_token" in " ".join(gf["entrypoint"])

@@ -60,6 +60,9 @@ def test_first_start_generates_everything_and_later_starts_keep_it(volumes: dict
     assert written["registry-proxy/registry_database_url"].startswith("postgresql://registry:")
     assert written["mlflow/mlflow_auth_database_uri"].endswith("@postgres:5432/mlflow_auth")
     assert written["registry-proxy/registry_admin_token"] == kept["registry_admin_token"]
+    # Prometheus gets only the password of MLflow's read-only user `prometheus`, the one MLflow provisions
+    assert {f for f in written if f.startswith("prometheus/")} == {"prometheus/mlflow_password_prometheus"}
+    assert written["prometheus/mlflow_password_prometheus"] == written["mlflow/mlflow_password_prometheus"]
     assert "user default off" in written["redis/users.acl"]
     # restart: nothing generated again, nothing changes
     second = run(volumes)

@@ -22,6 +22,7 @@ from tests.observability.stack import (
     text_spec,
     unique,
 )
+from tests.support import processes as p
 
 
 @pytest.fixture(scope="session")
@@ -37,16 +38,19 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Itera
 
 @pytest.fixture(scope="session")
 def stack(prometheus: Prometheus, trainer_url: str, registry_url: str, mlflow_uri: str,
-          base_env: dict[str, str], log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+          mlflow_credentials: p.MlflowCredentials, base_env: dict[str, str], log_dir: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Every state the panels show: a text model promoted, replaced and rolled back (with an incident), a
     tabular model, a model waiting for a human, a failed job, traffic, feedback and drift windows."""
     data = tmp_path_factory.mktemp("obs-data")
-    # The session's MLflow runs with --expose-prometheus (tests/conftest.py).
+    # The session's MLflow runs with --expose-prometheus and its auth app (tests/conftest.py): Prometheus logs in
+    # as MLflow's read-only user `prometheus`, as in infra/prometheus/prometheus.yml.
     s = Stack(prometheus, trainer_url, registry_url, mlflow_uri, dict(base_env), log_dir, data)
     prometheus.add_target("registry-proxy", registry_url)
     prometheus.add_target("trainer-api", trainer_url)
-    prometheus.add_target("mlflow", mlflow_uri)
-    httpx.get(f"{mlflow_uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10)
+    prometheus.add_target("mlflow", mlflow_uri, basic_auth=mlflow_credentials.basic_auth("prometheus"))
+    httpx.get(f"{mlflow_uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10,
+              auth=mlflow_credentials.basic_auth("prometheus"))
     s.models = {"text": unique("obs-text"), "tabular": unique("obs-fares"), "pending": unique("obs-pending")}
     try:
         sms = sms_subset(data / "sms.csv")

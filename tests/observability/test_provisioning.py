@@ -187,6 +187,17 @@ def test_every_prometheus_config_scrapes_the_same_jobs() -> None:
     assert jobs["prometheus.yml"] == ["mlflow", "predictor", "prometheus", "registry-proxy", "trainer-api"]
 
 
+def test_prometheus_logs_in_to_mlflow() -> None:
+    """MLflow's auth app guards /metrics too: the stack's configs scrape it as MLflow's read-only user
+    `prometheus`, with the password file secrets-init writes into Prometheus' volume (docker-compose.yml)."""
+    for path in (prov.PROMETHEUS_DIR / "prometheus.yml", prov.REPO / "docker/prometheus/prometheus.hostnet.yml"):
+        (job,) = [j for j in prov.load_yaml(path)["scrape_configs"] if j["job_name"] == "mlflow"]
+        assert job["basic_auth"] == {"username": "prometheus",
+                                     "password_file": "/run/secrets/mlops/mlflow_password_prometheus"}, path
+        others = [j for j in prov.load_yaml(path)["scrape_configs"] if j["job_name"] != "mlflow"]
+        assert not any("basic_auth" in j for j in others), path
+
+
 @pytest.mark.skipif(prov.PROMTOOL is None, reason=prov.NO_PROMETHEUS)
 @pytest.mark.parametrize("args", [
     ["check", "config", "infra/prometheus/prometheus.yml"],

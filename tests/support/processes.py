@@ -148,7 +148,7 @@ class Process:
             self.proc.wait(5)
 
 
-MLFLOW_SERVICE_USERS = ("registry-proxy", "trainer", "predictor")
+MLFLOW_SERVICE_USERS = ("registry-proxy", "trainer", "predictor", "prometheus")  # prometheus: reads /metrics
 PROVISION_USERS = REPO / "docker" / "mlflow" / "provision_users.py"
 
 
