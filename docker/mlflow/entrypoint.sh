@@ -133,6 +133,12 @@ provision() {  # runs in the background: waits for /health, provisions, marks th
 }
 mkdir -p "$(dirname "$MARKER")"
 
+# MLflow 3.17 refuses, to every user but its admin, the routes it has no permission rule for ("fail closed"),
+# among them its own /metrics, which Prometheus scrapes with its own read-only user. Off: a logged-in user may
+# use such routes (MLflow's behaviour before 3.17); anonymous requests still get 401, and every registry and
+# tracking route keeps its rule (tests/security/test_mlflow_side_doors.py).
+export MLFLOW_BASIC_AUTH_FAIL_CLOSED="${MLFLOW_BASIC_AUTH_FAIL_CLOSED:-false}"
+
 # The shell stays PID 1 (rather than exec): it reaps the provisioning job and hands SIGTERM/SIGINT on to mlflow.
 mlflow server \
   --app-name basic-auth \

@@ -268,7 +268,10 @@ def mlflow_server(db_url: str, artifacts_dir: Path, log_dir: Path, port: int | N
             # The variables too, so that stray MLFLOW_AUTH_ADMIN_* in the caller's environment cannot override the ini.
             env = {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": creds.flask_secret_key,
                    "MLFLOW_AUTH_ADMIN_USERNAME": creds.admin_username,
-                   "MLFLOW_AUTH_ADMIN_PASSWORD": creds.admin_password}
+                   "MLFLOW_AUTH_ADMIN_PASSWORD": creds.admin_password,
+                   # as docker/mlflow/entrypoint.sh: a logged-in user may read routes MLflow has no rule for
+                   # (its /metrics, for Prometheus); every registry and tracking route keeps its own rule.
+                   "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "false"}
         proc = Process(f"mlflow-{port}", cmd, env, log_dir).start()
         server = MlflowServer(proc, f"http://127.0.0.1:{port}", creds, cleanup)
         cleanup.callback(proc.stop)
