@@ -25,6 +25,7 @@ from tests.predictor.models import (
     wait_for,
 )
 from tests.support import processes as p
+from tests.support.auth import ADMIN
 
 SPEC = {"name": "x", "task": "tabular-regression",
         "data": {"uri": "taxi.csv", "feature_columns": ["distance_km", "passengers", "vendor"],
@@ -90,11 +91,12 @@ def test_probabilities_are_for_classifiers_only(tabular: Tabular) -> None:
 
 def test_value_feedback_gives_live_mae(tabular: Tabular) -> None:
     rid = tabular.predict([{"distance_km": 10.0, "passengers": 1, "vendor": "a"}]).json()["request_id"]
-    answer = httpx.post(f"{tabular.url}/feedback", json={"request_id": rid, "value": 20.8 + 3.0})
+    answer = httpx.post(f"{tabular.url}/feedback", json={"request_id": rid, "value": 20.8 + 3.0},
+                        headers=ADMIN)
     assert answer.status_code == 200, answer.text
     assert answer.json()["absolute_error"] == pytest.approx(3.0, abs=1e-6)
     assert metric_value(tabular.url, "predictor_live_mae", model_name=tabular.name) == pytest.approx(3.0, abs=1e-6)
-    wrong_kind = httpx.post(f"{tabular.url}/feedback", json={"request_id": rid, "label": "x"})
+    wrong_kind = httpx.post(f"{tabular.url}/feedback", json={"request_id": rid, "label": "x"}, headers=ADMIN)
     assert wrong_kind.status_code == 422 and "value" in wrong_kind.json()["detail"]
 
 
@@ -133,14 +135,16 @@ def text_model(start_predictor: Callable[..., str], mlflow_uri: str, redis_url: 
 
 
 @pytest.fixture(scope="module")
-def mlflow_serve(mlflow_uri: str, log_dir: Path, tabular: Tabular, text_model: Tabular) -> Iterator[dict[str, str]]:
-    """`mlflow models serve` (MLflow's own scoring server) for both models."""
+def mlflow_serve(mlflow_uri: str, mlflow_credentials: p.MlflowCredentials, log_dir: Path, tabular: Tabular,
+                 text_model: Tabular) -> Iterator[dict[str, str]]:
+    """`mlflow models serve` (MLflow's own scoring server) for both models, as the predictor's MLflow user."""
     procs, urls = [], {}
     for model in (tabular, text_model):
         port = p.free_port()
         cmd = [str(p.VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{model.name}/{model.version}",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-        env = {"MLFLOW_TRACKING_URI": mlflow_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+        env = {"MLFLOW_TRACKING_URI": mlflow_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+               **mlflow_credentials.env("predictor")}
         procs.append(p.Process(f"mlflow-serve-{model.name}", cmd, env, log_dir).start())
         urls[model.name] = f"http://127.0.0.1:{port}"
     try:
@@ -276,5 +280,6 @@ def test_polling_follows_the_alias_without_events_or_redis(start_predictor: Call
     promote(mlflow_uri, None, None, tabular.name, version)  # no event at all
     wait_for(lambda: served_version(url) == version, timeout=20, what="new version by polling")
     assert httpx.get(f"{url}/model").json()["last_swap"]["reason"] == "poll"
-    feedback = httpx.post(f"{url}/feedback", json={"request_id": answer.json()["request_id"], "value": 9.0})
+    feedback = httpx.post(f"{url}/feedback", json={"request_id": answer.json()["request_id"], "value": 9.0},
+                          headers=ADMIN)
     assert feedback.status_code == 503 and "unavailable" in feedback.json()["detail"]

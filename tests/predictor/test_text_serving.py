@@ -27,6 +27,7 @@ from tests.predictor.models import (
     text_pipeline,
     wait_for,
 )
+from tests.support.auth import ADMIN
 
 SPEC = {"name": "x", "task": "text-classification",
         "data": {"uri": "data/sms_spam.csv", "text_column": "text", "label_column": "label"},
@@ -139,27 +140,36 @@ def test_malformed_and_oversized_bodies(stack: TextStack, version_one: str) -> N
 def test_feedback_joins_ground_truth_to_predictions(stack: TextStack, version_one: str) -> None:
     first = stack.predict([SPAM]).json()
     second = stack.predict([HAM]).json()
-    ok = httpx.post(f"{stack.url}/feedback", json={"request_id": first["request_id"], "label": "spam"})
+    # Ground truth is a write: it needs a token (role scientist or higher).
+    anonymous = httpx.post(f"{stack.url}/feedback", json={"request_id": first["request_id"], "label": "spam"})
+    assert anonymous.status_code == 401
+    ok = httpx.post(f"{stack.url}/feedback", json={"request_id": first["request_id"], "label": "spam"},
+                    headers=ADMIN)
     assert ok.status_code == 200, ok.text
     assert ok.json()["correct"] is True and ok.json()["model_version"] == version_one
-    wrong = httpx.post(f"{stack.url}/feedback", json={"request_id": second["request_id"], "label": "spam"})
+    wrong = httpx.post(f"{stack.url}/feedback", json={"request_id": second["request_id"], "label": "spam"},
+                       headers=ADMIN)
     assert wrong.status_code == 200 and wrong.json()["correct"] is False
     assert wrong.json()["live_accuracy"] == pytest.approx(0.5)
     assert metric_value(stack.url, "predictor_live_accuracy", model_name=stack.name) == pytest.approx(0.5)
     assert metric_value(stack.url, "predictor_quality_threshold", model_name=stack.name) == pytest.approx(0.8)
 
-    duplicate = httpx.post(f"{stack.url}/feedback", json={"request_id": first["request_id"], "label": "ham"})
+    duplicate = httpx.post(f"{stack.url}/feedback", json={"request_id": first["request_id"], "label": "ham"},
+                           headers=ADMIN)
     assert duplicate.status_code == 409 and "already" in duplicate.json()["detail"]
-    unknown = httpx.post(f"{stack.url}/feedback", json={"request_id": "0" * 32, "label": "ham"})
+    unknown = httpx.post(f"{stack.url}/feedback", json={"request_id": "0" * 32, "label": "ham"}, headers=ADMIN)
     assert unknown.status_code == 404 and "unknown request_id" in unknown.json()["detail"]
-    both = httpx.post(f"{stack.url}/feedback", json={"request_id": first["request_id"]})
+    both = httpx.post(f"{stack.url}/feedback", json={"request_id": first["request_id"]}, headers=ADMIN)
     assert both.status_code == 422
     pair = stack.predict([SPAM, HAM]).json()
-    needs_index = httpx.post(f"{stack.url}/feedback", json={"request_id": pair["request_id"], "label": "ham"})
+    needs_index = httpx.post(f"{stack.url}/feedback", json={"request_id": pair["request_id"], "label": "ham"},
+                             headers=ADMIN)
     assert needs_index.status_code == 422 and "index" in needs_index.json()["detail"]
-    indexed = httpx.post(f"{stack.url}/feedback", json={"request_id": pair["request_id"], "label": "ham", "index": 1})
+    indexed = httpx.post(f"{stack.url}/feedback", json={"request_id": pair["request_id"], "label": "ham", "index": 1},
+                         headers=ADMIN)
     assert indexed.status_code == 200 and indexed.json()["correct"] is True
-    garbage = httpx.post(f"{stack.url}/feedback", content=b"{", headers={"content-type": "application/json"})
+    garbage = httpx.post(f"{stack.url}/feedback", content=b"{",
+                         headers={**ADMIN, "content-type": "application/json"})
     assert garbage.status_code == 422
     assert metric_value(stack.url, "predictor_feedback_total", model_name=stack.name, outcome="duplicate") == 1
     assert metric_value(stack.url, "predictor_feedback_total", model_name=stack.name, outcome="unknown") == 1
