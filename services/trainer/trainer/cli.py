@@ -197,6 +197,37 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_principals(args: argparse.Namespace) -> int:
+    """Principals and their tokens at registry-proxy (admin only)."""
+    token = args.token or token_from_env()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=args.registry_url, timeout=60, headers=headers) as client:
+        if args.action == "list":
+            resp = client.get("/principals")
+        elif args.action == "create":
+            resp = client.post("/principals", json={"name": args.name, "role": args.role, "kind": args.kind})
+        elif args.action == "token":
+            body = {"expires_in_days": args.expires_in_days} if args.expires_in_days else {}
+            resp = client.post(f"/principals/{args.name}/tokens", json=body)
+        elif args.action == "revoke":
+            resp = client.delete(f"/principals/{args.name}/tokens/{args.token_id}")
+        else:
+            resp = client.delete(f"/principals/{args.name}")
+        if resp.status_code >= 400:
+            _fail(resp)
+    answer = resp.json()
+    if args.json or args.action not in ("list", "token"):
+        print(json.dumps(answer, indent=2))
+    elif args.action == "list":
+        for p in answer:
+            print(f"{p['name']:<24} {p['role']:<10} {p['kind']:<8} {'disabled' if p['disabled_at'] else 'active'}")
+    else:
+        print(answer["token"])  # shown once: store it now
+        print(f"token {answer['id']} of {answer['principal']}, expires {answer['expires_at'] or 'never'}",
+              file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="mlops", description="Retrain models and follow jobs on trainer-api.",
@@ -240,6 +271,18 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["upload", "list"])
     data.add_argument("file", nargs="?")
     data.set_defaults(func=cmd_datasets)
+
+    people = sub.add_parser("principals", help="principals and API tokens at registry-proxy (admin)")
+    people.add_argument("action", choices=["list", "create", "token", "revoke", "disable"])
+    people.add_argument("name", nargs="?")
+    people.add_argument("role", nargs="?", choices=["viewer", "scientist", "approver", "admin", "trainer"])
+    people.add_argument("--kind", choices=["person", "service"], default="person")
+    people.add_argument("--token-id", type=int, help="for revoke: the token's id (mlops principals list --json)")
+    people.add_argument("--expires-in-days", type=float)
+    people.add_argument("--json", action="store_true")
+    people.add_argument("--registry-url", default=os.environ.get("REGISTRY_URL", "http://127.0.0.1:8001"),
+                        help="registry-proxy base URL (default: $REGISTRY_URL or http://127.0.0.1:8001)")
+    people.set_defaults(func=cmd_principals)
     return root
 
 
@@ -247,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "action", None) == "upload" and not args.file:
         raise SystemExit("mlops datasets upload FILE")
+    if args.command == "principals" and args.action != "list" and not args.name:
+        raise SystemExit(f"mlops principals {args.action} NAME")
+    if args.command == "principals" and args.action == "create" and not args.role:
+        raise SystemExit("mlops principals create NAME ROLE")
+    if args.command == "principals" and args.action == "revoke" and args.token_id is None:
+        raise SystemExit("mlops principals revoke NAME --token-id ID")
     try:
         return args.func(args)
     except httpx.HTTPError as exc:
