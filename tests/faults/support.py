@@ -4,6 +4,7 @@ registered straight into MLflow, a request loop that counts failures, and /metri
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 import time
@@ -62,27 +63,42 @@ class RedisServer:
 
 
 class MlflowServer:
-    """An MLflow server of the test's own (own Postgres db, own artifacts), restartable on the same port."""
+    """An MLflow server of the test's own (own Postgres db, own artifacts), restartable on the same port; with
+    MLflow's basic-auth app when given ``credentials`` (kept across restarts)."""
 
-    def __init__(self, db_url: str, artifacts: Path, log_dir: Path) -> None:
-        self.db_url, self.artifacts, self.log_dir = db_url, artifacts, log_dir
+    def __init__(self, db_url: str, artifacts: Path, log_dir: Path,
+                 credentials: p.MlflowCredentials | None = None) -> None:
+        self.db_url, self.artifacts, self.log_dir, self.credentials = db_url, artifacts, log_dir, credentials
         self.port = p.free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
-        self.process: p.Process | None = None
+        self.server: p.MlflowServer | None = None
+
+    @property
+    def process(self) -> p.Process | None:
+        return self.server.process if self.server is not None else None
 
     def start(self) -> MlflowServer:
-        self.process, _ = p.mlflow_server(self.db_url, self.artifacts, self.log_dir, port=self.port)
+        self.server = p.mlflow_server(self.db_url, self.artifacts, self.log_dir, port=self.port,
+                                      auth=self.credentials or False)
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
+        if self.server is not None:
+            self.server.stop()
 
 
 @contextlib.contextmanager
-def own_mlflow(log_dir: Path, tmp: Path) -> Iterator[MlflowServer]:
-    with p.postgres_database("mlops_test_faults_mlflow") as db_url:
-        server = MlflowServer(db_url, tmp / "artifacts", log_dir).start()
+def own_mlflow(log_dir: Path, tmp: Path, credentials: p.MlflowCredentials | None = None) -> Iterator[MlflowServer]:
+    """An MLflow server of the test's own. With the session's ``credentials`` it runs MLflow's basic-auth app as
+    the session's does, on an auth store of its own (experiment ids would collide in a shared one) holding the
+    same admin and service passwords: the test process (MLflow's admin) and the services (each its own MLflow
+    user, from the passwords in ``base_env``) talk to it as they talk to the session's."""
+    with contextlib.ExitStack() as stack:
+        db_url = stack.enter_context(p.postgres_database("mlops_test_faults_mlflow"))
+        if credentials is not None:
+            auth_db = stack.enter_context(p.postgres_database("mlops_test_faults_mlflow_auth"))
+            credentials = dataclasses.replace(credentials, auth_db_url=auth_db)
+        server = MlflowServer(db_url, tmp / "artifacts", log_dir, credentials).start()
         try:
             yield server
         finally:

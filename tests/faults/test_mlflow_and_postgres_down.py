@@ -60,13 +60,15 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(base_env: dict[str, str], log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(base_env: dict[str, str], mlflow_credentials: p.MlflowCredentials, log_dir: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("faults-mlflow")
     frame = pd.read_csv(REPO_ROOT / "data" / "sms_spam.csv")
     data = tmp / "sms_small.csv"
     frame.groupby("label").sample(frac=300 / len(frame), random_state=3).to_csv(data, index=False)
     started: list[p.Process] = []
-    with own_mlflow(log_dir, tmp) as mlflow, p.postgres_database("mlops_test_faults_registry") as registry_db:
+    with (own_mlflow(log_dir, tmp, mlflow_credentials) as mlflow,
+          p.postgres_database("mlops_test_faults_registry") as registry_db):
         name = f"faults-mlflow-{uuid.uuid4().hex[:6]}"
         versions = register_text_model(mlflow.uri, name, versions=2)
         set_production(mlflow.uri, name, versions[0])
