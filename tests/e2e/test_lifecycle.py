@@ -136,10 +136,10 @@ def test_retrain_gate_promote_serve(
     assert refused.status_code == 403 and "policy" in refused.text, refused.text
     third = retrain(trainer_url, model_name, text_spec(sms_subset, 0.9999, WEAK_CANDIDATES))
     assert third["status"] == "succeeded", third
-    policy = httpx.get(f"{registry_url}/models/{model_name}/policy").json()
+    policy = httpx.get(f"{registry_url}/models/{model_name}/policy", timeout=30).json()
     assert (policy["threshold"], policy["set_by"]) == (0.9999, "admin"), policy
     assert third["decision"] == "pending_approval", third
-    pending = httpx.get(f"{registry_url}/decisions", params={"status": "pending"}).json()
+    pending = httpx.get(f"{registry_url}/decisions", params={"status": "pending"}, timeout=30).json()
     decision = next(d for d in pending if d["model_name"] == model_name)
     assert str(decision["version"]) == "3"
 
@@ -161,7 +161,7 @@ def test_retrain_gate_promote_serve(
         t.start()
     try:
         approved = httpx.post(f"{registry_url}/decisions/{decision['id']}/approve",
-                              headers=ADMIN,
+                              headers=ADMIN, timeout=60,
                               json={"comment": "approved in the end-to-end test"})
         assert approved.status_code == 200, approved.text
         wait_served(predictor, "3")
