@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from scripts import simulate
+from tests.support.auth import ADMIN_TOKEN
 from tests.trainer.helpers import submit, wait_job
 from trainer import taxi
 
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_simulate_two_months_then_inspect_the_run(trainer_url: str, mlflow_uri: str, model_name: str,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_TOKEN", ADMIN_TOKEN)  # the script reads its token as a user's shell would give it
     code = simulate.main(["--trainer-url", trainer_url, "--model-name", model_name, "--months", "1-2",
                           "--rows", "800", "--fast", "--timeout", "300"])
     out = capsys.readouterr().out
