@@ -38,9 +38,10 @@ import numpy as np
 import pandas as pd
 
 from mlops_common.featurizers import tokenize
+from mlops_common.names import TEXT_CLASSIFICATION
 
 FORMAT_VERSION = 1
-TEXT_TASK = "text-classification"
+TEXT_TASK = TEXT_CLASSIFICATION
 TOP_TOKENS = 100
 TOP_CATEGORIES = 20
 NUMERIC_BINS = 10

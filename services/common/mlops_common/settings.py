@@ -47,6 +47,8 @@ class CommonSettings(BaseSettings):
 
     environment: Literal["local", "test", "production"] = "local"
     log_level: str = "INFO"
+    # JSON lines for log collectors; "text" for a terminal.
+    log_format: Literal["json", "text"] = "json"
 
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     # This service's own MLflow user (MLflow's basic-auth app); handed to MLflow's client at start-up.

@@ -7,12 +7,12 @@ default. :func:`resolve_spec` deep-merges a request's partial spec over the file
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Task = Literal["text-classification", "tabular-regression"]
+from mlops_common.names import TEXT_CLASSIFICATION, Task
 
 
 class Strict(BaseModel):
@@ -113,7 +113,7 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _defaults_by_task(self) -> ModelSpec:
-        text = self.task == "text-classification"
+        text = self.task == TEXT_CLASSIFICATION
         if text and not (self.data.text_column and self.data.label_column):
             raise ValueError("text-classification needs data.text_column and data.label_column")
         if not text and not (self.data.feature_columns and self.data.target_column):

@@ -44,7 +44,7 @@ def problem(status: int, detail: str, **extra: Any) -> Response:
 def configure_process(settings: PredictorSettings) -> None:
     """What the serving process sets outside the app, once, when it starts (the lifespan; the loader process
     started after it inherits the environment)."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # Served models are fitted and their inputs validated here: skip sklearn's per-call parameter validation and
     # finiteness checks (about a third of a small predict call). Thread-local: set for the event loop's thread,
     # which runs the lifespan.

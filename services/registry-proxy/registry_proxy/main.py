@@ -31,7 +31,7 @@ log = logging.getLogger("registry_proxy")
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings.apply_mlflow_credentials()
     configure_mlflow_http(settings.registry_mlflow_timeout_seconds, settings.registry_mlflow_max_retries)

@@ -38,7 +38,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         settings.apply_mlflow_credentials()
         # Job, queue and gate metrics, read from Redis at scrape time (what every worker recorded).
         collector = RedisMetrics(job_store().r, _broker_redis(settings), [settings.celery_queue], job_store().RUNNING)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init, worker_process_init
 
+from mlops_common.observability import bind_log_context, configure_logging
 from trainer.settings import TrainerSettings, get_settings
 
 
@@ -58,3 +59,23 @@ def _configure(sender: Celery, **_: object) -> None:
 def _mlflow_credentials(**_: object) -> None:
     """The worker's own MLflow user, for every pool process."""
     get_settings().apply_mlflow_credentials()
+
+
+@setup_logging.connect
+def _logging(**_: object) -> None:
+    """Workers and beat log like the services (JSON lines with the job id), not with Celery's own format."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@task_prerun.connect
+def _job_log_context(args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None,
+                     **_: object) -> None:
+    """Every task takes the job id first: it goes on each line the task logs."""
+    job_id = (kwargs or {}).get("job_id") or (args[0] if args else None)
+    bind_log_context(job_id=job_id if isinstance(job_id, str) else None)
+
+
+@task_postrun.connect
+def _clear_log_context(**_: object) -> None:
+    bind_log_context(job_id=None, model=None, version=None)
