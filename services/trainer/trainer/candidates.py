@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from mlops_common.featurizers import TextColumn, Word2VecVectorizer
+from mlops_common.names import TEXT_CLASSIFICATION
 from mlops_common.spec import Candidate, Component, ModelSpec
 from mlops_common.tabular import TabularFeatures
 
@@ -77,7 +78,7 @@ def _make(registry: dict[str, Callable[..., Any]], comp: Component, field: str, 
 def build(spec: ModelSpec, candidate: Candidate, index: int) -> Pipeline:
     seed = spec.split.seed
     field = f"candidates[{index}]"
-    if spec.task == "text-classification":
+    if spec.task == TEXT_CLASSIFICATION:
         if candidate.featurizer is None:
             raise SpecError(f"{field}.featurizer: text candidates need a featurizer (bow, tfidf or word2vec)")
         if candidate.featurizer.type == "word2vec" and candidate.estimator.type in NON_NEGATIVE:

@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
+from mlops_common.names import TABULAR_REGRESSION, TEXT_CLASSIFICATION
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -28,7 +30,7 @@ def _rmse(y: Any, p: Any) -> float:
 
 
 METRICS: dict[str, dict[str, Metric]] = {
-    "text-classification": {
+    TEXT_CLASSIFICATION: {
         "f1_macro": Metric(lambda y, p: skm.f1_score(y, p, average="macro", zero_division=0), True),
         "f1_weighted": Metric(lambda y, p: skm.f1_score(y, p, average="weighted", zero_division=0), True),
         "accuracy": Metric(skm.accuracy_score, True),
@@ -36,7 +38,7 @@ METRICS: dict[str, dict[str, Metric]] = {
         "precision_macro": Metric(lambda y, p: skm.precision_score(y, p, average="macro", zero_division=0), True),
         "recall_macro": Metric(lambda y, p: skm.recall_score(y, p, average="macro", zero_division=0), True),
     },
-    "tabular-regression": {
+    TABULAR_REGRESSION: {
         "mae": Metric(skm.mean_absolute_error, False),
         "rmse": Metric(_rmse, False),
         "r2": Metric(skm.r2_score, True),

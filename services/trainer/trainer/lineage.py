@@ -7,9 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlops_common import mlflow_utils
-
-SHA_TAG = "mlops.dataset_sha256"
-TEST_SPLIT_TAG = "mlops.test_split_sha256"
+from mlops_common.names import Tag
 
 
 def mlflow_restorer(tracking_uri: str) -> Callable[[str, Path], Path | None]:
@@ -19,7 +17,7 @@ def mlflow_restorer(tracking_uri: str) -> Callable[[str, Path], Path | None]:
         if not experiments:
             return None
         # A training dataset (artifact dataset/), or a job's test split, which may be a golden set (test_split/).
-        for tag, folder in ((SHA_TAG, "dataset"), (TEST_SPLIT_TAG, "test_split")):
+        for tag, folder in ((Tag.DATASET_SHA256, "dataset"), (Tag.TEST_SPLIT_SHA256, "test_split")):
             runs = client.search_runs(experiments, f"tags.`{tag}` = '{sha}'", max_results=5,
                                       order_by=["attributes.start_time DESC"])
             for run in runs:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from mlops_common.names import TEXT_CLASSIFICATION
 from mlops_common.spec import ModelSpec
 
 
@@ -134,7 +135,7 @@ def _clean(spec: ModelSpec, frame: pd.DataFrame, training: bool = True
            ) -> tuple[pd.DataFrame, dict[str, int], list[str], str]:
     """The cleaned frame (its index = positions in ``frame``), the dropped-row counts, inputs and target."""
     frame = frame.reset_index(drop=True)
-    if spec.task == "text-classification":
+    if spec.task == TEXT_CLASSIFICATION:
         frame, dropped = clean_text(spec, frame, training)
         inputs, target = [spec.data.text_column], spec.data.label_column
     else:
@@ -163,7 +164,7 @@ def raw_test_rows(frame: pd.DataFrame, prep: Prepared) -> pd.DataFrame:
 
 def prepare(spec: ModelSpec, frame: pd.DataFrame, min_rows: int) -> Prepared:
     rows_total = len(frame)
-    text = spec.task == "text-classification"
+    text = spec.task == TEXT_CLASSIFICATION
     frame, dropped, inputs, target = _clean(spec, frame)
     if len(frame) < min_rows:
         raise ValidationFailed(f"too few rows: {len(frame)} usable row(s), at least {min_rows} are needed "

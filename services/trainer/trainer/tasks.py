@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from mlops_common import mlflow_utils
 from mlops_common.contracts import GateOutcome, GateRequest, GoldenScores
+from mlops_common.names import PRODUCTION_ALIAS, Tag
 from mlops_common.spec import ModelSpec
 from trainer import gate, metrics, training
 from trainer.candidates import SpecError
@@ -34,7 +35,7 @@ from trainer.celery_app import app
 from trainer.datasets import DatasetError, DatasetStore, Snapshot
 from trainer.evaluation import score_all
 from trainer.jobs import TERMINAL, JobStore, connect, now_iso
-from trainer.lineage import TEST_SPLIT_TAG, mlflow_restorer
+from trainer.lineage import mlflow_restorer
 from trainer.preparation import Prepared, ValidationFailed, features_and_target, prepare, raw_test_rows
 from trainer.schedule import due_retrains
 from trainer.settings import TrainerSettings, get_settings
@@ -104,7 +105,7 @@ def fail(job_id: str, error: str) -> None:
     run_id = job.get("run_id")
     if run_id:  # MLflow first: whoever sees the job failed finds its run failed too
         try:
-            ctx.client.set_tag(run_id, "mlops.error", error[:5000])
+            ctx.client.set_tag(run_id, Tag.ERROR, error[:5000])
             ctx.client.set_terminated(run_id, "FAILED")
         except Exception:
             log.exception("could not mark run %s failed", run_id)
@@ -147,7 +148,7 @@ def run_job(job_id: str) -> None:
         ctx.store.stage(job_id, "validating", 0.08, dataset=dataset)
         prep = prepare(spec, ctx.datasets.load(snap), ctx.settings.min_rows)
         ctx.store.stage(job_id, "splitting", 0.12, dataset={**dataset, **prep.counts, "dropped": prep.dropped})
-        production = mlflow_utils.version_by_alias(ctx.client, spec.name, mlflow_utils.PRODUCTION)
+        production = mlflow_utils.version_by_alias(ctx.client, spec.name, PRODUCTION_ALIAS)
         golden = _pinned_golden_set(job_id, spec.name)
     except USER_ERRORS as exc:
         fail(job_id, str(exc))
@@ -205,12 +206,12 @@ def _log_to_run(run_id: str, test_split: dict[str, Any] | None, golden_sha: str 
     """The gate's inputs in the parent run too (best effort): the test split's sha256, the golden scores."""
     try:
         if test_split is not None:
-            ctx.client.set_tag(run_id, TEST_SPLIT_TAG, test_split["sha256"])
+            ctx.client.set_tag(run_id, Tag.TEST_SPLIT_SHA256, test_split["sha256"])
             split = ctx.datasets.get(test_split["sha256"])
             if split is not None and split.size_bytes <= ctx.settings.log_dataset_max_bytes:
                 ctx.client.log_artifact(run_id, split.path, "test_split")
         if golden_sha:
-            ctx.client.set_tag(run_id, "mlops.golden_sha256", golden_sha)
+            ctx.client.set_tag(run_id, Tag.GOLDEN_SHA256, golden_sha)
         if golden:
             stamp = int(datetime.now(UTC).timestamp() * 1000)
             ctx.client.log_batch(run_id, metrics=[Metric(f"golden_{k}", v, stamp, 0) for k, v in golden.items()
@@ -251,7 +252,7 @@ def train_challenger(self, job_id: str) -> None:
             active = mlflow.start_run(run_id=run_id)
         else:
             active = mlflow.start_run(experiment_id=exp_id, run_name=f"retrain-{job_id[:8]}",
-                                      tags={training.JOB_TAG: job_id, "mlops.model_name": spec.name})
+                                      tags={Tag.JOB_ID: job_id, Tag.MODEL_NAME: spec.name})
             run_id = active.info.run_id
             ctx.store.update(job_id, run_id=run_id)
         with active:

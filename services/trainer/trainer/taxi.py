@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlops_common.names import TABULAR_REGRESSION
 from mlops_common.tabular import haversine_km
 
 CENTER = (40.754, -73.984)  # Midtown Manhattan
@@ -80,7 +81,7 @@ def spec(uri: str, threshold: float = 1.6, margin: float = 0.1, fast: bool = Fal
     """A full taxi-fare spec (no models/ file needed); ``fast`` trains smaller candidates."""
     trees = 30 if fast else 120
     return {
-        "task": "tabular-regression",
+        "task": TABULAR_REGRESSION,
         "description": "NYC taxi fare (Kaggle columns), MAE in dollars",
         "data": {
             "uri": uri, "feature_columns": FEATURES, "target_column": "fare_amount",

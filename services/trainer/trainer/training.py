@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from mlops_common.names import REFERENCE_STATS_ARTIFACT, SPEC_ARTIFACT, TEXT_CLASSIFICATION, Tag
 from mlops_common.settings import REPO_ROOT
 from mlops_common.spec import Candidate, ModelSpec
 from trainer import __version__
@@ -34,7 +35,6 @@ from trainer.evaluation import METRICS, confusion_figure, residual_figure, score
 from trainer.preparation import Prepared
 
 log = logging.getLogger(__name__)
-JOB_TAG = "mlops.job_id"
 GRID_STEPS = {"featurizer": "features", "estimator": "model"}
 
 
@@ -76,7 +76,7 @@ def experiment_id(client: MlflowClient, model_name: str) -> str:
         if found is not None:
             return str(found.experiment_id)
         try:
-            return str(client.create_experiment(name, tags={"mlops.model_name": model_name}))
+            return str(client.create_experiment(name, tags={Tag.MODEL_NAME: model_name}))
         except Exception as exc:
             raise _NotCreated(name) from exc
 
@@ -89,13 +89,13 @@ def experiment_id(client: MlflowClient, model_name: str) -> str:
 
 
 def code_version_tags() -> dict[str, str]:
-    tags = {"mlops.code_version": __version__}
+    tags = {Tag.CODE_VERSION: __version__}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 timeout=5, check=True).stdout.strip()
         if commit:
             tags["mlflow.source.git.commit"] = commit
-            tags["mlops.code_version"] = commit
+            tags[Tag.CODE_VERSION] = commit
     except (OSError, subprocess.SubprocessError):
         pass
     return tags
@@ -131,7 +131,7 @@ def train_trial(spec: ModelSpec, prep: Prepared, trial: Trial, client: MlflowCli
                 parent_run_id: str, job_id: str) -> TrialResult:
     assert spec.metric is not None
     run = client.create_run(exp_id, run_name=trial.label, tags={
-        "mlflow.parentRunId": parent_run_id, JOB_TAG: job_id, "mlops.candidate": trial.label})
+        "mlflow.parentRunId": parent_run_id, Tag.JOB_ID: job_id, Tag.CANDIDATE: trial.label})
     run_id = run.info.run_id
     started = time.monotonic()
     try:
@@ -153,7 +153,7 @@ def train_trial(spec: ModelSpec, prep: Prepared, trial: Trial, client: MlflowCli
         error = f"{type(exc).__name__}: {exc}"
         log.warning("candidate %s failed: %s", trial.label, error)
         try:
-            client.set_tag(run_id, "mlops.error", error[:5000])
+            client.set_tag(run_id, Tag.ERROR, error[:5000])
             client.log_text(run_id, traceback.format_exc(), "error.txt")
             client.set_terminated(run_id, "FAILED")
         except Exception:  # the job goes on even when MLflow refuses the failure record
@@ -228,7 +228,7 @@ def reference_stats(spec: ModelSpec, prep: Prepared, val_predictions: np.ndarray
     build_reference = getattr(drift, "build_reference", None)
     if build_reference is None:
         return None
-    if spec.task == "text-classification":
+    if spec.task == TEXT_CLASSIFICATION:
         inputs: Any = prep.X_train[spec.data.text_column].astype(str).tolist()
     else:
         inputs = prep.X_train[prep.inputs]
@@ -259,9 +259,9 @@ def log_parent(spec: ModelSpec, prep: Prepared, best: TrialResult, results: list
     metrics["training_duration_seconds"] = float(sum(r.seconds for r in results))
     metrics["candidates_failed"] = float(sum(r.status == "failed" for r in results))
     mlflow.log_metrics(metrics)
-    mlflow.set_tags({"mlops.best_candidate": best.label, "mlops.dataset_sha256": snap.sha256,
-                     "mlops.model_name": spec.name, **code_version_tags()})
-    mlflow.log_dict(json.loads(spec.model_dump_json()), "spec.json")
+    mlflow.set_tags({Tag.BEST_CANDIDATE: best.label, Tag.DATASET_SHA256: snap.sha256, Tag.MODEL_NAME: spec.name,
+                     **code_version_tags()})
+    mlflow.log_dict(json.loads(spec.model_dump_json()), SPEC_ARTIFACT)
     mlflow.log_dict({"candidates": [r.public() for r in results], "dropped_rows": prep.dropped,
                      "ignored_columns": prep.ignored_columns}, "candidates.json")
 
@@ -273,7 +273,7 @@ def log_parent(spec: ModelSpec, prep: Prepared, best: TrialResult, results: list
     if snap.size_bytes <= log_dataset_max_bytes:
         mlflow.log_artifact(snap.path, "dataset")
 
-    if spec.task == "text-classification":
+    if spec.task == TEXT_CLASSIFICATION:
         fig = confusion_figure(prep.y_test, test_pred, f"{spec.name}: {best.label} on test")
         mlflow.log_figure(fig, "plots/confusion_matrix.png")
     else:
@@ -289,7 +289,7 @@ def log_parent(spec: ModelSpec, prep: Prepared, best: TrialResult, results: list
         log.exception("could not build the drift reference")
         reference = None
     if reference is not None:
-        mlflow.log_dict(reference, "reference/reference_stats.json")
+        mlflow.log_dict(reference, REFERENCE_STATS_ARTIFACT)
 
     example = predict_frame(prep, prep.X_val.head(3))
     signature = infer_signature(example, pipe.predict(example))
