@@ -1,19 +1,30 @@
 # Entry points. Every target creates the virtualenv first when it is missing or out of date.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+# Another place for the virtualenv: make venv VENV=/tmp/venv-x (then make test VENV=/tmp/venv-x ...).
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)/services/common:$(CURDIR)/services/trainer:$(CURDIR)/services/registry-proxy:$(CURDIR)/services/predictor
+# uv installs exactly what uv.lock pins: the four services' packages (editable) and the dev group. The uv that
+# does it lives in the virtualenv itself (it is in the dev group), so a fresh clone needs only python3.
+UV_ENV := UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy
 
-.PHONY: venv test test-fast test-faults lint dev dev-down bench simulate compose-check admin-token clean
+.PHONY: venv lock test test-fast test-faults lint dev dev-down bench simulate compose-check admin-token clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(BIN)/uv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q uv
+
+# --locked: a pyproject.toml changed without `make lock` fails here rather than install something else.
+$(STAMP): uv.lock pyproject.toml $(wildcard services/*/pyproject.toml) docker/mlflow/pyproject.toml | $(BIN)/uv
+	$(UV_ENV) $(BIN)/uv sync --locked --all-packages
 	@touch $(STAMP)
+
+## make lock: after changing a dependency in a pyproject.toml, resolve uv.lock again (make venv then installs it).
+lock: | $(BIN)/uv
+	$(UV_ENV) $(BIN)/uv lock
 
 ## make test: the whole suite against real MLflow, Postgres, Redis, Celery and Prometheus.
 test: venv
@@ -29,7 +40,7 @@ test-faults: venv
 
 lint: venv
 	$(BIN)/ruff check services tests bench scripts
-	$(BIN)/mypy
+	$(BIN)/mypy --cache-dir $(VENV)/.mypy_cache
 
 ## make dev: the whole stack as local processes (no Docker). make dev-down stops it.
 dev: venv
