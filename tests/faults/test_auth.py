@@ -58,6 +58,7 @@ TABLE: dict[str, dict[tuple[str, str], str | None]] = {
     },
     "trainer.api": {
         **DOCS,
+        ("GET", "/ready"): OPEN,
         ("POST", "/retrain"): "scientist",
         ("GET", "/jobs"): "viewer",
         ("GET", "/jobs/{job_id}"): "viewer",

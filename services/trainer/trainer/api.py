@@ -1,4 +1,8 @@
-"""trainer-api: ``uvicorn trainer.api:app --port 8002``."""
+"""trainer-api: ``uvicorn trainer.api:app --port 8002``.
+
+``app`` is built when first asked for (uvicorn's import does), not when this module is imported, so importing
+the trainer reads no settings; tests build their own with :func:`create_app`.
+"""
 
 from __future__ import annotations
 
@@ -8,59 +12,75 @@ from contextlib import asynccontextmanager
 
 import redis
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
+from starlette.concurrency import run_in_threadpool
 
-from mlops_common.auth import RemoteAuthenticator
-from mlops_common.errors import MAX_JSON_BODY_BYTES, install_validation_handler
-from mlops_common.observability import configure_logging, instrument
+from mlops_common.app import ReadyResult, create_service_app
+from mlops_common.errors import MAX_JSON_BODY_BYTES, error_response
+from mlops_common.observability import configure_logging
 from trainer import __version__
-from trainer.deps import job_store
+from trainer.context import TrainerContext, build_context
 from trainer.metrics import RedisMetrics
 from trainer.routes import alerts, datasets, jobs
+from trainer.routes.datasets import MULTIPART_OVERHEAD
 from trainer.settings import TrainerSettings, get_settings
-from trainer.submission import Rejected
 
 log = logging.getLogger("trainer.api")
+DESCRIPTION = "Enqueues and reports retrain jobs; stores content-addressed datasets."
 
 
-def _broker_redis(settings: TrainerSettings) -> redis.Redis:
-    url = settings.celery_broker_url
-    if url.startswith(("redis://", "rediss://")):
-        return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-    return job_store().r
+def check_dependencies(ctx: TrainerContext) -> ReadyResult:
+    """Ready when the job store (and the broker, when it is a Redis of its own) answers."""
+    problems: dict[str, str] = {}
+    try:
+        ctx.store.ping()
+    except redis.RedisError as exc:
+        problems["job_store"] = f"Redis unreachable ({type(exc).__name__})"
+    if ctx.broker_is_separate:
+        try:
+            ctx.broker.ping()
+        except redis.RedisError as exc:
+            problems["broker"] = f"Redis unreachable ({type(exc).__name__})"
+    return problems, {"queue": ctx.settings.celery_queue}
 
 
-def create_app(settings: TrainerSettings | None = None) -> FastAPI:
-    """The API. Building it only reads the settings (and defines its HTTP metric families); logging, MLflow
-    credentials and the job metrics' collector are set up when it starts (its lifespan)."""
+async def ready(request: Request) -> ReadyResult:
+    return await run_in_threadpool(check_dependencies, request.app.state.ctx)
+
+
+def create_app(settings: TrainerSettings | None = None,
+               build: Callable[[TrainerSettings], TrainerContext] = build_context) -> FastAPI:
+    """The API. Building it only reads the settings; logging, MLflow's set-up, the context (``build``) and the
+    job metrics' collector come when it starts (its lifespan)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format)
-        settings.apply_mlflow_credentials()
+        settings.prepare_process()
+        ctx = build(settings)
+        app.state.ctx = ctx
+        app.state.authenticator = ctx.authenticator
         # Job, queue and gate metrics, read from Redis at scrape time (what every worker recorded).
-        collector = RedisMetrics(job_store().r, _broker_redis(settings), [settings.celery_queue], job_store().RUNNING)
+        collector = RedisMetrics(ctx.store, ctx.broker, [settings.celery_queue])
         try:
             REGISTRY.register(collector)
+            registered = True
         except ValueError:  # another app of this process registered them already
-            yield
-            return
+            registered = False
         try:
             yield
         finally:
-            REGISTRY.unregister(collector)
+            if registered:
+                REGISTRY.unregister(collector)
+            await ctx.aclose()
 
-    app = FastAPI(title="trainer-api", version=__version__, max_body_size=MAX_JSON_BODY_BYTES, lifespan=lifespan,
-                  description="Enqueues and reports retrain jobs; stores content-addressed datasets.")
-    app.state.authenticator = RemoteAuthenticator(settings.registry_url, settings.auth_cache_seconds)
+    app = create_service_app(name="trainer-api", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                             ready=ready, metrics_namespace="trainer", max_body_size=MAX_JSON_BODY_BYTES)
     app.state.auth_open_reads = settings.open_reads
     app.include_router(jobs.router)
     app.include_router(datasets.build_router(settings))
     app.include_router(alerts.router)
-    instrument(app, "trainer")
-    install_validation_handler(app)
 
     @app.middleware("http")
     async def refuse_oversized_uploads(request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -69,24 +89,24 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
         overhead)."""
         length = request.headers.get("content-length", "")
         if request.method == "POST" and request.url.path == "/datasets" and length.isdigit() \
-                and int(length) > settings.max_upload_bytes + 64 * 1024:
-            return JSONResponse({"detail": f"the upload is larger than the limit of {settings.max_upload_bytes} "
-                                           "bytes"}, status_code=413)
+                and int(length) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
+            return error_response(413, f"the upload is larger than the limit of {settings.max_upload_bytes} bytes")
         return await call_next(request)
 
-    @app.exception_handler(Rejected)
-    def rejected(_: Request, exc: Rejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+    def redis_down(_: Request, exc: Exception) -> Response:
+        return error_response(503, f"the job store (Redis) is unreachable: {exc}")
 
-    @app.exception_handler(redis.RedisError)
-    def redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
-        return JSONResponse({"detail": f"the job store (Redis) is unreachable: {exc}"}, status_code=503)
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok", "service": "trainer-api", "version": __version__}
-
+    app.add_exception_handler(redis.RedisError, redis_down)
     return app
 
 
-app = create_app()
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> FastAPI:
+    global _app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        _app = create_app()
+    return _app

@@ -56,9 +56,9 @@ def _configure(sender: Celery, **_: object) -> None:
 
 @worker_init.connect
 @worker_process_init.connect
-def _mlflow_credentials(**_: object) -> None:
-    """The worker's own MLflow user, for every pool process."""
-    get_settings().apply_mlflow_credentials()
+def _prepare_process(**_: object) -> None:
+    """The worker's own MLflow user (and MLflow's telemetry off), for every pool process."""
+    get_settings().prepare_process()
 
 
 @setup_logging.connect

@@ -1,30 +1,33 @@
-"""FastAPI dependencies, as ``Annotated`` aliases."""
+"""FastAPI dependencies, as ``Annotated`` aliases over the context the lifespan keeps on ``app.state.ctx``."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from mlops_common.auth import bearer_token
+from trainer.context import TrainerContext
 from trainer.datasets import DatasetStore
-from trainer.jobs import JobStore, connect
-from trainer.lineage import mlflow_restorer
-from trainer.settings import TrainerSettings, get_settings
+from trainer.jobs import JobStore
+from trainer.settings import TrainerSettings
 
 
-@lru_cache
-def job_store() -> JobStore:
-    s = get_settings()
-    return JobStore(connect(s.redis_url), s.job_ttl_seconds)
+def get_context(request: Request) -> TrainerContext:
+    ctx: TrainerContext = request.app.state.ctx
+    return ctx
 
 
-@lru_cache
-def dataset_store() -> DatasetStore:
-    s = get_settings()
-    return DatasetStore(s.datasets_dir, s.allowed_data_roots, s.max_upload_bytes, s.http_timeout_seconds,
-                        restore=mlflow_restorer(s.mlflow_tracking_uri))
+def settings_of(ctx: Annotated[TrainerContext, Depends(get_context)]) -> TrainerSettings:
+    return ctx.settings
+
+
+def store_of(ctx: Annotated[TrainerContext, Depends(get_context)]) -> JobStore:
+    return ctx.store
+
+
+def datasets_of(ctx: Annotated[TrainerContext, Depends(get_context)]) -> DatasetStore:
+    return ctx.datasets
 
 
 def bearer(request: Request) -> str | None:
@@ -32,7 +35,8 @@ def bearer(request: Request) -> str | None:
     return bearer_token(request.headers.get("authorization"))
 
 
-Settings = Annotated[TrainerSettings, Depends(get_settings)]
-Store = Annotated[JobStore, Depends(job_store)]
-Datasets = Annotated[DatasetStore, Depends(dataset_store)]
+Ctx = Annotated[TrainerContext, Depends(get_context)]
+Settings = Annotated[TrainerSettings, Depends(settings_of)]
+Store = Annotated[JobStore, Depends(store_of)]
+Datasets = Annotated[DatasetStore, Depends(datasets_of)]
 CallerToken = Annotated[str | None, Depends(bearer)]

@@ -2,11 +2,15 @@
 
 A job is a Redis hash whose fields hold JSON values, so the challenger and production evaluations (which may
 run at the same time on different workers) each write their own fields without overwriting the other's.
+The store owns every ``trainer:*`` key: jobs and their index, idempotency keys, step locks, alert cool-downs,
+schedule slots and the job metrics the workers record for the API's ``/metrics``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -22,6 +26,23 @@ PUBLIC_FIELDS = (
     "best_candidate", "production_version", "production_error", "metrics", "decision", "decision_id", "reason",
     "policy", "trainer_outcome", "dataset", "test_split", "candidates", "error",
 )
+METRICS_PREFIX = f"{PREFIX}metrics:"
+DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
+# Joins a metric's label values into one hash field.
+SEP = "\x1f"
+
+
+@dataclass
+class JobMetrics:
+    """What the workers recorded, as the API's collector reads it: counts by label values, the duration
+    histogram's cumulative bucket counts (``"+Inf"`` included) and sum, and the jobs running now."""
+
+    jobs: dict[tuple[str, ...], float]
+    decisions: dict[tuple[str, ...], float]
+    candidate_scores: dict[tuple[str, ...], float]
+    duration_buckets: dict[str, int]
+    duration_sum: float
+    running: int
 
 
 def now_iso() -> str:
@@ -110,6 +131,79 @@ class JobStore:
 
     def release(self, job_id: str, step: str) -> None:
         self.r.delete(f"{PREFIX}lock:{job_id}:{step}")
+
+    def mark_dispatched(self, job_id: str) -> bool:
+        """True for the one delivery that may start the job's training steps (``HSETNX``)."""
+        return bool(self.r.hsetnx(self.key(job_id), "dispatched", "true"))
+
+    # alert cool-downs and schedule slots
+    @staticmethod
+    def _alert_key(model_name: str, group: str) -> str:
+        return f"{PREFIX}alert:{model_name}:{hashlib.sha256(group.encode()).hexdigest()[:24]}"
+
+    def claim_alert(self, model_name: str, group: str, cooldown_seconds: int) -> bool:
+        """True when this alert group has not retrained the model within the cool-down (and now has)."""
+        return bool(self.r.set(self._alert_key(model_name, group), "1", nx=True, ex=max(cooldown_seconds, 1)))
+
+    def release_alert(self, model_name: str, group: str) -> None:
+        """Undo :meth:`claim_alert` (the retrain was refused, so the next alert may try again)."""
+        self.r.delete(self._alert_key(model_name, group))
+
+    def schedule_slot(self, model_name: str) -> datetime | None:
+        """The last cron slot handled for the model, None before the first."""
+        last = self.r.get(f"{PREFIX}schedule:{model_name}")
+        return datetime.fromisoformat(last.decode()) if last is not None else None
+
+    def set_schedule_slot(self, model_name: str, slot: datetime) -> None:
+        self.r.set(f"{PREFIX}schedule:{model_name}", slot.isoformat())
+
+    # job metrics (written by the workers, read at scrape time)
+    def record_job(self, model_name: str, status: str, seconds: float | None) -> None:
+        pipe = self.r.pipeline()
+        pipe.hincrby(f"{METRICS_PREFIX}jobs_total", f"{model_name}{SEP}{status}", 1)
+        if seconds is not None:
+            for bound in DURATION_BUCKETS:
+                if seconds <= bound:
+                    pipe.hincrby(f"{METRICS_PREFIX}duration_buckets", str(bound), 1)
+            pipe.hincrby(f"{METRICS_PREFIX}duration_buckets", "+Inf", 1)
+            pipe.hincrbyfloat(f"{METRICS_PREFIX}duration_sum", "sum", seconds)
+        pipe.execute()
+
+    def record_candidates(self, model_name: str, scores: dict[str, float]) -> None:
+        """The validation scores of the model's last job's candidates (replacing the previous job's)."""
+        key = f"{METRICS_PREFIX}candidate_score"
+        pipe = self.r.pipeline()
+        for field in self.r.hkeys(key):
+            if field.decode().startswith(f"{model_name}{SEP}"):
+                pipe.hdel(key, field)
+        for candidate, score in scores.items():
+            pipe.hset(key, f"{model_name}{SEP}{candidate}", score)
+        pipe.execute()
+
+    def record_decision(self, model_name: str, decision: str) -> None:
+        self.r.hincrby(f"{METRICS_PREFIX}gate_decisions_total", f"{model_name}{SEP}{decision}", 1)
+
+    def job_metrics(self) -> JobMetrics:
+        pipe = self.r.pipeline()
+        for name in ("jobs_total", "gate_decisions_total", "candidate_score", "duration_buckets"):
+            pipe.hgetall(f"{METRICS_PREFIX}{name}")
+        pipe.hget(f"{METRICS_PREFIX}duration_sum", "sum")
+        pipe.scard(self.RUNNING)
+        jobs, decisions, scores, buckets, total, running = pipe.execute()
+
+        def by_labels(fields: dict[bytes, bytes]) -> dict[tuple[str, ...], float]:
+            return {tuple(k.decode().split(SEP)): float(v) for k, v in fields.items()}
+
+        return JobMetrics(jobs=by_labels(jobs), decisions=by_labels(decisions), candidate_scores=by_labels(scores),
+                          duration_buckets={k.decode(): int(v) for k, v in buckets.items()},
+                          duration_sum=float(total or 0), running=int(running))
+
+    def ping(self) -> None:
+        """Raises ``redis.RedisError`` when the store cannot be reached."""
+        self.r.ping()
+
+    def close(self) -> None:
+        self.r.close()
 
     # reads
     def raw(self, job_id: str) -> dict[str, Any] | None:

@@ -2,7 +2,7 @@
 
 Every tick (SCHEDULE_TICK_SECONDS) looks at each spec file with a ``schedule``; when a cron slot has passed
 since the last one handled, it submits a retrain whose idempotency key is the slot, so two beats (or a
-restarted one) never retrain twice for the same slot. A slot is remembered in Redis.
+restarted one) never retrain twice for the same slot. The job store remembers the last slot of each model.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from croniter import croniter
 
 from mlops_common.spec import load_spec_file
 from trainer.datasets import DatasetStore
-from trainer.jobs import PREFIX, JobStore
+from trainer.jobs import JobStore
 from trainer.settings import TrainerSettings
 from trainer.submission import Rejected, submit
 
@@ -44,14 +44,13 @@ def due_retrains(settings: TrainerSettings, store: JobStore, datasets: DatasetSt
             log.warning("model %s: invalid schedule %r", name, expr)
             continue
         slot = croniter(expr, now).get_prev(datetime)
-        key = f"{PREFIX}schedule:{name}"
-        last = store.r.get(key)
+        last = store.schedule_slot(name)
         if last is None:  # first sight: start counting from the current slot
-            store.r.set(key, slot.isoformat())
+            store.set_schedule_slot(name, slot)
             continue
-        if datetime.fromisoformat(last.decode()) >= slot:
+        if last >= slot:
             continue
-        store.r.set(key, slot.isoformat())
+        store.set_schedule_slot(name, slot)
         try:
             result = submit(settings, store, datasets, name, None, idempotency_key=f"schedule:{slot.isoformat()}",
                             source="schedule")

@@ -57,6 +57,18 @@ class TrainerSettings(CommonSettings):
             self.celery_result_backend = self.redis_url
         return self
 
+    def prepare_process(self) -> None:
+        """Sets this process up for MLflow, at start-up (the API's lifespan, each worker process): the service's
+        MLflow user, and no telemetry (a self-hosted stack does not phone home; MLFLOW_DISABLE_TELEMETRY=false
+        opts in)."""
+        self.apply_mlflow_credentials()
+        if "MLFLOW_DISABLE_TELEMETRY" not in os.environ:
+            os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+            from mlflow.telemetry import set_telemetry_client
+
+            # MLflow made its telemetry client when it was imported (before this default); this drops it.
+            set_telemetry_client()
+
     @property
     def parallelism(self) -> int:
         return self.candidate_parallelism or max(1, (os.cpu_count() or 2) // 2)

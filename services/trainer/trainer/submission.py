@@ -15,25 +15,24 @@ from pydantic import ValidationError
 
 from mlops_common.auth import Permission, Principal
 from mlops_common.contracts import GatePolicy, PolicyView
+from mlops_common.errors import ServiceError
 from mlops_common.spec import ModelSpec, SpecNotFound, resolve_spec
 from trainer.candidates import SpecError, check_spec
 from trainer.celery_app import app as celery
 from trainer.datasets import DatasetError, DatasetNotFound, DatasetStore
 from trainer.jobs import JobStore
-from trainer.metrics import JOBS_SUBMITTED
+from trainer.metrics import jobs_submitted
 from trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 RUN_JOB = "trainer.run_job"  # the task that runs a job (trainer.tasks.run_job)
 
 
-class Rejected(Exception):
+class Rejected(ServiceError):
     """A request that cannot become a job; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+        super().__init__(detail, status_code=status)
 
 
 def describe_validation(exc: ValidationError) -> str:
@@ -160,7 +159,7 @@ def submit(settings: TrainerSettings, store: JobStore, datasets: DatasetStore, m
             pass
         raise Rejected(503, f"the job queue (broker at {redact(settings.celery_broker_url)}) is unreachable: "
                             f"{type(exc).__name__}: {exc}; nothing was queued, retry later") from exc
-    JOBS_SUBMITTED.labels(model_name).inc()
+    jobs_submitted().labels(model_name).inc()
     return Submitted(job, True)
 
 

@@ -16,7 +16,6 @@ import logging
 import math
 import traceback
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 import mlflow
@@ -28,17 +27,17 @@ from pydantic import ValidationError
 from mlops_common import mlflow_utils
 from mlops_common.contracts import GateOutcome, GateRequest, GoldenScores
 from mlops_common.names import PRODUCTION_ALIAS, Tag
+from mlops_common.observability import bind_log_context
 from mlops_common.spec import ModelSpec
-from trainer import gate, metrics, training
+from trainer import gate, training
 from trainer.candidates import SpecError
 from trainer.celery_app import app
-from trainer.datasets import DatasetError, DatasetStore, Snapshot
+from trainer.context import worker_context
+from trainer.datasets import DatasetError, Snapshot
 from trainer.evaluation import score_all
-from trainer.jobs import TERMINAL, JobStore, connect, now_iso
-from trainer.lineage import mlflow_restorer
+from trainer.jobs import TERMINAL, now_iso
 from trainer.preparation import Prepared, ValidationFailed, features_and_target, prepare, raw_test_rows
 from trainer.schedule import due_retrains
-from trainer.settings import TrainerSettings, get_settings
 from trainer.submission import RUN_JOB
 
 log = logging.getLogger(__name__)
@@ -49,36 +48,15 @@ GATE_RETRY_SECONDS = 15
 GOLDEN_TIMEOUT_SECONDS = 10
 
 
-class Context:
-    """Per-process settings and connections, created lazily (after the worker forks)."""
-
-    @cached_property
-    def settings(self) -> TrainerSettings:
-        return get_settings()
-
-    @cached_property
-    def store(self) -> JobStore:
-        return JobStore(connect(self.settings.redis_url), self.settings.job_ttl_seconds)
-
-    @cached_property
-    def datasets(self) -> DatasetStore:
-        s = self.settings
-        return DatasetStore(s.datasets_dir, s.allowed_data_roots, s.max_upload_bytes, s.http_timeout_seconds,
-                            restore=mlflow_restorer(s.mlflow_tracking_uri))
-
-    @cached_property
-    def client(self):
-        return mlflow_utils.client(self.settings.mlflow_tracking_uri)
-
-
-ctx = Context()
-
-
 def _spec(job: dict[str, Any]) -> ModelSpec:
-    return ModelSpec.model_validate(job["spec"])
+    """The job's spec; from here on the task's log lines name the model."""
+    spec = ModelSpec.model_validate(job["spec"])
+    bind_log_context(model=spec.name)
+    return spec
 
 
 def _snapshot(job: dict[str, Any]) -> Snapshot:
+    ctx = worker_context()
     snap = ctx.datasets.find(job["dataset"]["sha256"])
     if snap is None:
         raise DatasetError(f"the snapshot {job['dataset']['sha256']} is gone from {ctx.settings.datasets_dir}")
@@ -86,6 +64,7 @@ def _snapshot(job: dict[str, Any]) -> Snapshot:
 
 
 def _prepared(job: dict[str, Any]) -> tuple[ModelSpec, Snapshot, pd.DataFrame, Prepared]:
+    ctx = worker_context()
     spec, snap = _spec(job), _snapshot(job)
     frame = ctx.datasets.load(snap)
     return spec, snap, frame, prepare(spec, frame, ctx.settings.min_rows)
@@ -98,6 +77,7 @@ def _seconds_since(iso: str | None) -> float | None:
 
 
 def fail(job_id: str, error: str) -> None:
+    ctx = worker_context()
     job = ctx.store.raw(job_id) or {}
     if job.get("status") in TERMINAL:
         return
@@ -105,12 +85,12 @@ def fail(job_id: str, error: str) -> None:
     run_id = job.get("run_id")
     if run_id:  # MLflow first: whoever sees the job failed finds its run failed too
         try:
-            ctx.client.set_tag(run_id, Tag.ERROR, error[:5000])
-            ctx.client.set_terminated(run_id, "FAILED")
+            ctx.mlflow.set_tag(run_id, Tag.ERROR, error[:5000])
+            ctx.mlflow.set_terminated(run_id, "FAILED")
         except Exception:
             log.exception("could not mark run %s failed", run_id)
     ctx.store.update(job_id, status="failed", stage="failed", error=error, finished_at=now_iso())
-    metrics.record_job(ctx.store.r, job.get("model_name", "?"), "failed", _seconds_since(job.get("started_at")))
+    ctx.store.record_job(job.get("model_name", "?"), "failed", _seconds_since(job.get("started_at")))
 
 
 def _internal(exc: Exception) -> str:
@@ -122,6 +102,7 @@ def _pinned_golden_set(job_id: str, model_name: str) -> dict[str, Any]:
     """The job fields of the model's golden set: ``golden_sha256`` when one is pinned (a proposed one is not
     used). registry-proxy unreachable: the job goes on without it (registry-proxy then refuses to promote
     if one is pinned) and says so in ``golden_lookup_error``."""
+    ctx = worker_context()
     s = ctx.settings
     try:
         found = gate.golden_set(s.registry_url, s.registry_service_token, model_name,
@@ -135,6 +116,7 @@ def _pinned_golden_set(job_id: str, model_name: str) -> dict[str, Any]:
 
 @app.task(name=RUN_JOB)
 def run_job(job_id: str) -> None:
+    ctx = worker_context()
     job = ctx.store.raw(job_id)
     if job is None or job["status"] in TERMINAL or job.get("dispatched"):
         return
@@ -148,7 +130,7 @@ def run_job(job_id: str) -> None:
         ctx.store.stage(job_id, "validating", 0.08, dataset=dataset)
         prep = prepare(spec, ctx.datasets.load(snap), ctx.settings.min_rows)
         ctx.store.stage(job_id, "splitting", 0.12, dataset={**dataset, **prep.counts, "dropped": prep.dropped})
-        production = mlflow_utils.version_by_alias(ctx.client, spec.name, PRODUCTION_ALIAS)
+        production = mlflow_utils.version_by_alias(ctx.mlflow, spec.name, PRODUCTION_ALIAS)
         golden = _pinned_golden_set(job_id, spec.name)
     except USER_ERRORS as exc:
         fail(job_id, str(exc))
@@ -156,7 +138,7 @@ def run_job(job_id: str) -> None:
     except Exception as exc:  # noqa: BLE001 - any other failure fails the job, reported as internal
         fail(job_id, _internal(exc))
         return
-    if not ctx.store.r.hsetnx(JobStore.key(job_id), "dispatched", "true"):
+    if not ctx.store.mark_dispatched(job_id):
         return
     ctx.store.stage(job_id, "training", 0.15, production_version=production.version if production else None,
                     **golden)
@@ -164,6 +146,7 @@ def run_job(job_id: str) -> None:
 
 
 def _golden_frame(sha: str) -> pd.DataFrame:
+    ctx = worker_context()
     snap = ctx.datasets.find(sha)
     if snap is None:
         raise DatasetError(f"the golden set snapshot {sha} is neither in {ctx.settings.datasets_dir} nor in "
@@ -191,6 +174,7 @@ def _save_test_split(job_id: str, snap: Snapshot, frame: pd.DataFrame, prep: Pre
                      ) -> tuple[dict[str, Any] | None, str | None]:
     """The job's test split (the dataset's original columns, the split's rows) as a content-addressed
     snapshot: ({"sha256", "rows"}, None), or (None, why not)."""
+    ctx = worker_context()
     try:
         data = raw_test_rows(frame, prep).to_csv(index=False).encode()
         saved = ctx.datasets.ingest_stream(iter([data]), source=f"test split of job {job_id} (dataset {snap.sha256})",
@@ -204,17 +188,18 @@ def _save_test_split(job_id: str, snap: Snapshot, frame: pd.DataFrame, prep: Pre
 def _log_to_run(run_id: str, test_split: dict[str, Any] | None, golden_sha: str | None,
                 golden: dict[str, float] | None) -> None:
     """The gate's inputs in the parent run too (best effort): the test split's sha256, the golden scores."""
+    ctx = worker_context()
     try:
         if test_split is not None:
-            ctx.client.set_tag(run_id, Tag.TEST_SPLIT_SHA256, test_split["sha256"])
+            ctx.mlflow.set_tag(run_id, Tag.TEST_SPLIT_SHA256, test_split["sha256"])
             split = ctx.datasets.get(test_split["sha256"])
             if split is not None and split.size_bytes <= ctx.settings.log_dataset_max_bytes:
-                ctx.client.log_artifact(run_id, split.path, "test_split")
+                ctx.mlflow.log_artifact(run_id, split.path, "test_split")
         if golden_sha:
-            ctx.client.set_tag(run_id, Tag.GOLDEN_SHA256, golden_sha)
+            ctx.mlflow.set_tag(run_id, Tag.GOLDEN_SHA256, golden_sha)
         if golden:
             stamp = int(datetime.now(UTC).timestamp() * 1000)
-            ctx.client.log_batch(run_id, metrics=[Metric(f"golden_{k}", v, stamp, 0) for k, v in golden.items()
+            ctx.mlflow.log_batch(run_id, metrics=[Metric(f"golden_{k}", v, stamp, 0) for k, v in golden.items()
                                                   if math.isfinite(v)])
     except Exception:
         log.exception("could not log the gate inputs to run %s", run_id)
@@ -222,6 +207,7 @@ def _log_to_run(run_id: str, test_split: dict[str, Any] | None, golden_sha: str 
 
 def _finish_challenger(job_id: str, job: dict[str, Any], spec: ModelSpec, snap: Snapshot, frame: pd.DataFrame,
                        prep: Prepared, model: Any, run_id: str) -> None:
+    ctx = worker_context()
     ctx.store.stage(job_id, "scoring challenger", 0.85)
     test_split, split_error = _save_test_split(job_id, snap, frame, prep)
     golden, golden_error = _golden_scores(job, spec, model, "challenger")
@@ -233,6 +219,7 @@ def _finish_challenger(job_id: str, job: dict[str, Any], spec: ModelSpec, snap: 
 
 @app.task(name="trainer.train_challenger", bind=True, max_retries=60)
 def train_challenger(self, job_id: str) -> None:
+    ctx = worker_context()
     job = ctx.store.raw(job_id)
     if job is None or job["status"] in TERMINAL or job.get("challenger_done"):
         return
@@ -244,10 +231,10 @@ def train_challenger(self, job_id: str) -> None:
             model = mlflow.sklearn.load_model(job["model_uri"])
             _finish_challenger(job_id, job, spec, snap, frame, prep, model, job["run_id"])
             return
-        exp_id = training.experiment_id(ctx.client, spec.name)
+        exp_id = training.experiment_id(ctx.mlflow, spec.name)
         run_id = job.get("run_id")
         if run_id:
-            killed = training.kill_leftover_children(ctx.client, exp_id, run_id)
+            killed = training.kill_leftover_children(ctx.mlflow, exp_id, run_id)
             log.info("job %s resumes run %s (%d leftover candidate runs marked KILLED)", job_id, run_id, killed)
             active = mlflow.start_run(run_id=run_id)
         else:
@@ -261,11 +248,10 @@ def train_challenger(self, job_id: str) -> None:
             def on_done(done: int, total: int, result: training.TrialResult) -> None:
                 ctx.store.stage(job_id, f"training candidates ({done}/{total})", 0.2 + 0.55 * done / total)
 
-            results = training.train_all(spec, prep, ctx.client, exp_id, run_id, job_id,
+            results = training.train_all(spec, prep, ctx.mlflow, exp_id, run_id, job_id,
                                          ctx.settings.parallelism, on_done)
             public = [r.public() for r in results]
-            metrics.record_candidates(ctx.store.r, spec.name,
-                                      {r.label: r.score for r in results if r.score is not None})
+            ctx.store.record_candidates(spec.name, {r.label: r.score for r in results if r.score is not None})
             best = training.best_of(spec, results)
             if best is None:
                 errors = "; ".join(f"{r.label}: {r.error}" for r in results)
@@ -287,6 +273,7 @@ def train_challenger(self, job_id: str) -> None:
 
 @app.task(name="trainer.evaluate_production")
 def evaluate_production(job_id: str) -> None:
+    ctx = worker_context()
     job = ctx.store.raw(job_id)
     if job is None or job["status"] in TERMINAL or job.get("production_done"):
         return
@@ -365,6 +352,7 @@ def gate_request(job: dict[str, Any], spec: ModelSpec) -> GateRequest:
 
 @app.task(name="trainer.decide", bind=True, max_retries=720)
 def decide(self, job_id: str) -> None:
+    ctx = worker_context()
     job = ctx.store.raw(job_id)
     if job is None or job["status"] in TERMINAL:
         return
@@ -383,11 +371,12 @@ def decide(self, job_id: str) -> None:
         except ValidationError as exc:
             raise gate.RegistryError(f"registry-proxy answered an unreadable gate outcome: {exc}",
                                      transient=False) from exc
+        bind_log_context(version=outcome.version)
         ctx.store.update(job_id, status="succeeded", stage="done", progress=1.0, model_version=outcome.version,
                          decision=outcome.outcome, decision_id=outcome.decision_id, reason=outcome.reason,
                          policy=outcome.policy.model_dump(mode="json"), finished_at=now_iso())
-        metrics.record_decision(ctx.store.r, spec.name, outcome.outcome)
-        metrics.record_job(ctx.store.r, spec.name, "succeeded", _seconds_since(job.get("started_at")))
+        ctx.store.record_decision(spec.name, outcome.outcome)
+        ctx.store.record_job(spec.name, "succeeded", _seconds_since(job.get("started_at")))
     except gate.RegistryError as exc:
         if exc.transient and self.request.retries < GATE_RETRIES:
             ctx.store.stage(job_id, "gating (registry-proxy unreachable, retrying)", 0.95, reason=str(exc))
@@ -403,4 +392,5 @@ def decide(self, job_id: str) -> None:
 
 @app.task(name="trainer.schedule_tick")
 def schedule_tick() -> list[str]:
+    ctx = worker_context()
     return due_retrains(ctx.settings, ctx.store, ctx.datasets)
