@@ -3,27 +3,26 @@
 FastAPI routing, dependency resolution and the instrumentator's per-request wrappers cost more CPU than a
 micro-batched prediction of a few texts, so this path skips them: it reads the body with a size limit,
 parses it with orjson, validates it against the served version's signature, hands it to the micro-batcher
-and writes the answer. It still records the instrumentator's HTTP metrics for both (same families,
-same labels), counts arrivals for the batcher, and answers every failure with a JSON 4xx/5xx.
+and writes the answer (the scoring itself is the service's: :meth:`PredictorService.predict`). It still
+records the instrumentator's HTTP metrics for both (same families, same labels), counts arrivals for the
+batcher, and answers every failure with a JSON 4xx/5xx: a ``ServiceError``'s own body (``{"detail": ...}``
+from :func:`mlops_common.errors.error_body`; MLflow's shape for /invocations).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import MutableMapping
 from typing import Any
 
-import orjson
+from starlette.datastructures import State
 
 from mlops_common import observability
-from mlops_common.auth import Authenticator, AuthError, Permission, authorize
-from predictor import invocations
-from predictor.batching import COUNTED, ModelError
-from predictor.inputs import InputError, check_list
-from predictor.service import PredictorService
-from predictor.settings import PredictorSettings
+from mlops_common.auth import AuthError, Permission, authorize
+from mlops_common.errors import ServiceError, TooLarge, error_body
+from predictor.batching import COUNTED
+from predictor.context import PredictorContext
+from predictor.errors import not_started
 
 log = logging.getLogger(__name__)
 
@@ -32,58 +31,10 @@ INVOCATIONS = "/invocations"
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-class Reply(Exception):
-    """Stops the request with this status and detail."""
-
-    def __init__(self, status: int, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.body = orjson.dumps({"detail": detail, **extra})
-
-
-def not_serving(name: str) -> Reply:
-    return Reply(503, f"no production version of model {name!r} is being served yet: "
-                      "nothing holds the 'production' alias, or it is still loading")
-
-
-async def predict(svc: PredictorService, cfg: PredictorSettings, body: bytes, scope: MutableMapping[str, Any]
-                  ) -> bytes:
-    """Score one /predict body; raises :class:`Reply` for every refusal."""
-    model = svc.model
-    if model is None:
-        raise not_serving(svc.name)
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Reply(400, f"malformed JSON: {exc}") from None
-    if type(payload) is not dict:
-        raise Reply(422, 'the body must be a JSON object {"instances": [...]}', field="body")
-    probabilities = payload.get("probabilities", False)
-    try:
-        if "instances" not in payload:
-            raise InputError("instances", 'missing: send {"instances": [...]}')
-        if type(probabilities) is not bool:
-            raise InputError("probabilities", "expected a boolean")
-        rows = model.inputs.validate(check_list(payload["instances"], cfg.max_instances))
-    except InputError as exc:
-        raise Reply(422, str(exc), field=exc.field) from None
-    if probabilities and not model.is_classifier:
-        raise Reply(422, "probabilities are only available for classifiers", field="probabilities")
-    svc.arrivals.queued(scope)
-    assert svc.batcher is not None
-    try:
-        served, values, probs = await svc.batcher.submit(rows, probabilities, model)
-    except InputError as exc:
-        raise Reply(422, str(exc), field=exc.field) from None
-    except ModelError as exc:
-        raise Reply(422, str(exc)) from None
-    request_id = uuid.uuid4().hex
-    svc.store.record(request_id, served.version, values)
-    answer: dict[str, Any] = {"predictions": values, "model_name": served.name, "model_version": served.version,
-                              "request_id": request_id}
-    if probs is not None:
-        answer["probabilities"] = probs
-    return orjson.dumps(answer)
+def too_large(limit: int, length: int | None = None) -> TooLarge:
+    if length is None:
+        return TooLarge(f"request body is over the limit of {limit} bytes")
+    return TooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")
 
 
 class HttpMetrics:
@@ -115,15 +66,17 @@ class HttpMetrics:
         latency.observe(seconds)
 
 
+def _headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [*JSON_HEADERS, *((k.lower().encode(), v.encode()) for k, v in extra.items())]
+
+
 class FastPredict:
     """Outermost ASGI middleware: POST /predict and /invocations are answered here, everything else goes to
-    the app."""
+    the app. The predictor's context (:class:`PredictorContext`) is read from the app's ``state`` per request:
+    the lifespan builds it after this middleware is made."""
 
-    def __init__(self, app: Any, service: PredictorService, settings: PredictorSettings,
-                 namespace: str = "predictor", authenticator: Authenticator | None = None) -> None:
-        self.app, self.service, self.settings = app, service, settings
-        # Predictions are reads: open without a token when AUTH_OPEN_READS; a token that is sent is checked.
-        self.authenticator, self.open_reads = authenticator, settings.open_reads
+    def __init__(self, app: Any, state: State, namespace: str = "predictor") -> None:
+        self.app, self.state = app, state
         self.routes = {PATH: (self._predict, HttpMetrics(namespace, PATH, "POST")),
                        INVOCATIONS: (self._invocations, HttpMetrics(namespace, INVOCATIONS, "POST"))}
 
@@ -134,51 +87,64 @@ class FastPredict:
             return
         answer, http = route
         started = time.perf_counter()
+        ctx: PredictorContext | None = getattr(self.state, "ctx", None)
+        if ctx is None:
+            refusal = not_started()
+            await self._send(send, refusal.status_code, refusal.body(), JSON_HEADERS)
+            return
+        service, settings = ctx.service, ctx.settings
         # Counted as arriving until the request reaches the micro-batcher's queue (or is known not to).
-        arrivals = self.service.arrivals
+        arrivals = service.arrivals
         arrivals.arriving += 1
         scope[COUNTED] = False
         size = 0
         headers = JSON_HEADERS
         try:
-            if self.authenticator is not None:
-                authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"),
-                                     None)
-                if authorization is not None or not self.open_reads:
-                    await authorize(self.authenticator, authorization, Permission.READ, self.open_reads)
-            body, size = await self._read(scope, receive)
+            # Predictions are reads: open without a token when AUTH_OPEN_READS; a token that is sent is checked.
+            authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+            if authorization is not None or not settings.open_reads:
+                await authorize(ctx.authenticator, authorization, Permission.READ, settings.open_reads)
+            body, size = await self._read(scope, receive, settings.max_body_bytes)
             if body is None:
                 return  # the client went away
-            status, content = await answer(body, scope)
-        except Reply as reply:
-            status, content = reply.status, reply.body
+            status, content = 200, await answer(ctx, body, scope)
+        except ServiceError as exc:
+            status, content = exc.status_code, exc.body()
+            if exc.headers:
+                headers = _headers(exc.headers)
         except AuthError as exc:
-            status, content = exc.status, orjson.dumps({"detail": exc.detail})
-            headers = [*JSON_HEADERS, *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
-        except Exception:
+            status, content = exc.status, error_body(exc.detail)
+            headers = _headers(exc.headers)
+        except Exception as exc:
             log.exception("unexpected error on %s", scope["path"])
-            status, content = 500, b'{"detail":"internal error"}'
+            status, content = 500, error_body(f"internal error: {type(exc).__name__}")
         finally:
             if not scope[COUNTED]:
                 arrivals.arriving -= 1
+        await self._send(send, status, content, headers)
+        http.observe(status, time.perf_counter() - started, size, len(content))
+
+    @staticmethod
+    async def _send(send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
-        http.observe(status, time.perf_counter() - started, size, len(content))
 
-    async def _predict(self, body: bytes, scope: dict[str, Any]) -> tuple[int, bytes]:
-        return 200, await predict(self.service, self.settings, body, scope)
+    @staticmethod
+    async def _predict(ctx: PredictorContext, body: bytes, scope: dict[str, Any]) -> bytes:
+        return await ctx.service.predict(body, scope)
 
-    async def _invocations(self, body: bytes, scope: dict[str, Any]) -> tuple[int, bytes]:
+    @staticmethod
+    async def _invocations(ctx: PredictorContext, body: bytes, scope: dict[str, Any]) -> bytes:
         content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), "")
-        return await invocations.handle(self.service, self.settings, body, content_type, scope)
+        return await ctx.service.invocations(body, content_type, scope)
 
-    async def _read(self, scope: dict[str, Any], receive: Any) -> tuple[bytes | None, int]:
-        limit = self.settings.max_body_bytes
+    @staticmethod
+    async def _read(scope: dict[str, Any], receive: Any, limit: int) -> tuple[bytes | None, int]:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > limit:
-                    raise Reply(413, f"request body of {int(value)} bytes is over the limit of {limit} bytes")
+                    raise too_large(limit, int(value))
                 break
         chunks: list[bytes] = []
         size = 0
@@ -189,7 +155,7 @@ class FastPredict:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise Reply(413, f"request body is over the limit of {limit} bytes")
+                raise too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), size

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from mlops_common.errors import ServiceError
 from predictor import metrics
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,12 @@ FLUSH_SECONDS = 0.05
 MAX_BUFFER = 50_000
 
 
-class FeedbackError(Exception):
-    def __init__(self, status: int, message: str, outcome: str) -> None:
-        super().__init__(message)
-        self.status, self.message, self.outcome = status, message, outcome
+class FeedbackError(ServiceError):
+    """A refused feedback, with the outcome it is counted under in ``predictor_feedback_total``."""
+
+    def __init__(self, status: int, detail: str, outcome: str) -> None:
+        super().__init__(detail, status_code=status)
+        self.outcome = outcome
 
 
 class FeedbackStore:

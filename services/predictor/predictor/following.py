@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from mlflow.tracking import MlflowClient
@@ -16,12 +16,30 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from mlops_common import mlflow_utils
 from mlops_common.events import ModelEvent
+from mlops_common.names import PRODUCTION_ALIAS
+from mlops_common.observability import bind_log_context, log_context
 from predictor import metrics
 from predictor.loader import ModelLoader
 from predictor.loading import LoadedModel
 from predictor.settings import PredictorSettings
 
 log = logging.getLogger(__name__)
+
+
+class AliasReader(Protocol):
+    def version(self, name: str, alias: str) -> str | None:
+        """The version that holds ``alias`` (None when nothing does); blocking, called in a worker thread."""
+
+
+class MlflowAliases:
+    """Aliases as MLflow's registry has them."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.client: MlflowClient = mlflow_utils.client(tracking_uri)  # sets MLflow's global tracking URI
+
+    def version(self, name: str, alias: str) -> str | None:
+        found = mlflow_utils.version_by_alias(self.client, name, alias)
+        return str(found.version) if found is not None else None
 
 
 @dataclass
@@ -47,17 +65,17 @@ class ModelFollower:
     """
 
     def __init__(self, settings: PredictorSettings, on_swap: Callable[[LoadedModel | None, LoadedModel], None],
-                 loader: ModelLoader | None = None) -> None:
+                 loader: ModelLoader | None = None, aliases: AliasReader | None = None) -> None:
         self.settings = settings
         self.name = settings.model_name
         self.on_swap = on_swap
         self.loader = loader or ModelLoader(settings)
+        self.aliases = aliases  # MLflow's, made by start() unless given
         self.current: LoadedModel | None = None
         self.previous: LoadedModel | None = None
         self.status = FollowerStatus()
         self.wake = asyncio.Event()
         self.retry_at: dict[str, tuple[int, float]] = {}
-        self.client: MlflowClient  # made by start(): creating it sets MLflow's global tracking URI
         self.tasks: list[asyncio.Task[None]] = []
         self.woken_at: float | None = None
         # After an event about `challenger`, the version MLflow says holds it is loaded ahead of its promotion
@@ -67,7 +85,8 @@ class ModelFollower:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.client = mlflow_utils.client(self.settings.mlflow_tracking_uri)
+        if self.aliases is None:
+            self.aliases = MlflowAliases(self.settings.mlflow_tracking_uri)
         self.loader.start()
         self.tasks = [loop.create_task(self._reconcile_loop(), name="reconcile"),
                       loop.create_task(self._events_loop(), name="alias-events")]
@@ -86,6 +105,7 @@ class ModelFollower:
         self.wake.set()
 
     async def _reconcile_loop(self) -> None:
+        bind_log_context(model=self.name)  # this task's own context
         while True:
             try:
                 await self.reconcile()
@@ -103,15 +123,14 @@ class ModelFollower:
         reason = "event" if self.woken_at is not None else "poll"
         triggered = self.woken_at or time.monotonic()
         self.woken_at = None
+        assert self.aliases is not None
         try:
-            found = await asyncio.to_thread(mlflow_utils.version_by_alias, self.client, self.name,
-                                            mlflow_utils.PRODUCTION)
+            target = await asyncio.to_thread(self.aliases.version, self.name, PRODUCTION_ALIAS)
         except Exception as exc:  # noqa: BLE001 - a registry read that fails is retried at the next poll
             self.status.last_error = f"could not read the production alias: {type(exc).__name__}: {exc}"[:500]
             log.warning("%s", self.status.last_error)
             return
         self.status.last_check_at = time.time()
-        target = str(found.version) if found is not None else None
         self.status.alias_version = target
         if target is None or (self.current is not None and self.current.version == target):
             self.status.last_error = None  # in step with the alias: no problem pending
@@ -119,7 +138,8 @@ class ModelFollower:
         attempts, retry_at = self.retry_at.get(target, (0, 0.0))
         if attempts and time.monotonic() < retry_at:
             return
-        await self._load(target, reason, triggered)
+        with log_context(version=target):
+            await self._load(target, reason, triggered)
 
     async def _prefetch(self) -> None:
         """Load the version that holds ``challenger`` in MLflow ahead of its promotion (kept as ``standby``).
@@ -127,23 +147,23 @@ class ModelFollower:
         self.check_challenger = False
         if not self.settings.prefetch_challenger:
             return
+        assert self.aliases is not None
         try:
-            found = await asyncio.to_thread(mlflow_utils.version_by_alias, self.client, self.name,
-                                            mlflow_utils.CHALLENGER)
+            version = await asyncio.to_thread(self.aliases.version, self.name, mlflow_utils.CHALLENGER)
         except Exception as exc:  # noqa: BLE001 - a prefetch is an optimisation only
             log.warning("%s: could not read the challenger alias: %s", self.name, exc)
             return
-        version = str(found.version) if found is not None else None
         if (version is None
                 or (self.current is not None and self.current.version == version)
                 or (self.standby is not None and self.standby.version == version)):
             return
-        log.info("%s: prefetching challenger version %s", self.name, version)
-        try:
-            self.standby = await self.loader.load(self.name, version)
-        except Exception as exc:  # noqa: BLE001 - a prefetch is an optimisation only
-            log.warning("%s: could not prefetch challenger version %s: %s", self.name, version, exc)
-            return
+        with log_context(version=version):
+            log.info("%s: prefetching challenger version %s", self.name, version)
+            try:
+                self.standby = await self.loader.load(self.name, version)
+            except Exception as exc:  # noqa: BLE001 - a prefetch is an optimisation only
+                log.warning("%s: could not prefetch challenger version %s: %s", self.name, version, exc)
+                return
         metrics.LOAD_SECONDS.observe(self.standby.load_seconds)
         self.status.standby_version = version
 
@@ -188,6 +208,7 @@ class ModelFollower:
     async def _events_loop(self) -> None:
         """Listens for alias events for ever. Subscribing is retried with exponential backoff and jitter (1 s
         doubling up to 30 s); after a subscription that worked and then broke, the waits start again from 1 s."""
+        bind_log_context(model=self.name)  # this task's own context
         broken: Exception | None = None
         while True:
             async for attempt in AsyncRetrying(wait=wait_exponential_jitter(initial=1, max=30, jitter=1),
@@ -233,7 +254,7 @@ class ModelFollower:
                 continue
             # An event only wakes the reconcile loop, which reads the alias from MLflow: its version is
             # never trusted (anyone who can publish on the channel could name any version).
-            if event.alias == mlflow_utils.PRODUCTION:
+            if event.alias == PRODUCTION_ALIAS:
                 self.status.events_received += 1
                 self.poke()
             elif event.alias == mlflow_utils.CHALLENGER:

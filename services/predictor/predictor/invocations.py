@@ -5,13 +5,15 @@ Parsing and schema enforcement are MLflow's own (``infer_and_parse_data``, ``par
 whose input is exactly the one string column, the texts go through the micro-batcher like /predict (the
 pyfunc wrapper would call the same ``pipeline.predict`` on the same strings); the two common JSON shapes of
 such input are read straight from the JSON, without a DataFrame. Anything else, and any input that does not
-fit that shape, is parsed by MLflow and scored by the pyfunc model itself, one request per call.
+fit that shape, is parsed by MLflow and scored by the pyfunc model itself, one request per call. Refusals of
+the protocol answer in MLflow's error shape (:class:`ProtocolError`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import MutableMapping
 from typing import Any
 
 import numpy as np
@@ -20,18 +22,34 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.scoring_server import SUPPORTED_FORMATS, infer_and_parse_data, parse_csv_input
 
+from mlops_common.errors import ServiceError
 from predictor.batching import ModelError
+from predictor.errors import not_serving
 from predictor.inputs import TextInputs
 from predictor.loading import LoadedModel
 
 JSON = "application/json"
 CSV = "text/csv"
+MAX_MESSAGE_CHARS = 2000
 
 
-class ProtocolError(Exception):
+class ProtocolError(ServiceError):
+    """A refusal of MLflow's scoring protocol, answered in MLflow's shape ``{"error_code", "message"}`` (plus
+    ``detail``, the shape of every other answer). MLflow's messages name the failing column at their end, so
+    they are kept whole (up to 2,000 characters) rather than cut like other echoes."""
+
+    error_code = "BAD_REQUEST"
+
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
+        super().__init__(message[:MAX_MESSAGE_CHARS], status_code=status)
+
+    @property
+    def message(self) -> str:
+        return self.detail
+
+    def body(self) -> bytes:
+        text = self.detail.encode("utf-8", "backslashreplace").decode("utf-8")
+        return orjson.dumps({"error_code": self.error_code, "message": text, "detail": text})
 
 
 def media_type(content_type: str) -> str:
@@ -88,9 +106,9 @@ def score(model: LoadedModel, frame: Any, params: dict[str, Any] | None) -> byte
     try:
         raw = model.pyfunc.predict(frame, params=params) if params else model.pyfunc.predict(frame)
     except MlflowException as exc:
-        raise ProtocolError(400, exc.message[:2000]) from exc
+        raise ProtocolError(400, exc.message) from exc
     except Exception as exc:
-        raise ProtocolError(400, f"the model could not score this input: {type(exc).__name__}: {exc}"[:2000]) from exc
+        raise ProtocolError(400, f"the model could not score this input: {type(exc).__name__}: {exc}") from exc
     return orjson.dumps({"predictions": jsonable(raw)}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -148,42 +166,35 @@ def fast_texts(payload: dict[str, Any], model: LoadedModel) -> list[str] | None:
     return texts if all(type(t) is str for t in texts) else None
 
 
-def error_body(status: int, message: str) -> tuple[int, bytes]:
-    return status, orjson.dumps({"error_code": "BAD_REQUEST", "message": message, "detail": message})
-
-
 async def handle(svc: Any, cfg: Any, body: bytes, content_type: str,
-                 scope: dict[str, Any] | None = None) -> tuple[int, bytes]:
-    """One /invocations request: (status, JSON body). ``scope`` is the ASGI scope when the request was counted
-    as arriving (by the fast path), so the micro-batcher knows when it has reached the queue."""
+                 scope: MutableMapping[str, Any] | None = None) -> bytes:
+    """One /invocations request: its JSON answer; raises :class:`ProtocolError` (or ``not_serving``) for a
+    refusal. ``scope`` is the ASGI scope when the request was counted as arriving (by the fast path), so the
+    micro-batcher knows when it has reached the queue."""
     model = svc.model
     if model is None:
-        return 503, orjson.dumps({"detail": f"no production version of model {svc.name!r} is being served yet: "
-                                            "nothing holds the 'production' alias, or it is still loading"})
-    try:
-        mime = media_type(content_type)
-        payload = json_object(body) if mime == JSON else None
-        texts = fast_texts(payload, model) if payload is not None and svc.batcher is not None else None
-        frame = params = None
-        if texts is None:
-            frame, params = parse(mime, body, payload, model)
-        rows = len(texts) if texts is not None else rows_of(frame)
-        if rows > cfg.max_instances:
-            raise ProtocolError(422, f"at most {cfg.max_instances} rows per request, got {rows}")
-        if rows == 0:
-            raise ProtocolError(422, "the input holds no rows")
-        if texts is None:
-            texts = _batched_texts(model, frame, params)
-        if scope is not None:  # parsed: from here it is either queued or not coming to the batcher at all
-            svc.arrivals.queued(scope)
-        if texts is not None and svc.batcher is not None:
-            try:
-                _, values, _ = await svc.batcher.submit(texts, False, model)
-            except ModelError as exc:
-                raise ProtocolError(400, str(exc)) from None
-            return 200, orjson.dumps({"predictions": values})
-        if rows <= cfg.inline_predict_max_rows:
-            return 200, score(model, frame, params)
-        return 200, await asyncio.to_thread(score, model, frame, params)
-    except ProtocolError as exc:
-        return error_body(exc.status, exc.message)
+        raise not_serving(svc.name)
+    mime = media_type(content_type)
+    payload = json_object(body) if mime == JSON else None
+    texts = fast_texts(payload, model) if payload is not None and svc.batcher is not None else None
+    frame = params = None
+    if texts is None:
+        frame, params = parse(mime, body, payload, model)
+    rows = len(texts) if texts is not None else rows_of(frame)
+    if rows > cfg.max_instances:
+        raise ProtocolError(422, f"at most {cfg.max_instances} rows per request, got {rows}")
+    if rows == 0:
+        raise ProtocolError(422, "the input holds no rows")
+    if texts is None:
+        texts = _batched_texts(model, frame, params)
+    if scope is not None:  # parsed: from here it is either queued or not coming to the batcher at all
+        svc.arrivals.queued(scope)
+    if texts is not None and svc.batcher is not None:
+        try:
+            _, values, _ = await svc.batcher.submit(texts, False, model)
+        except ModelError as exc:
+            raise ProtocolError(400, str(exc)) from None
+        return orjson.dumps({"predictions": values})
+    if rows <= cfg.inline_predict_max_rows:
+        return score(model, frame, params)
+    return await asyncio.to_thread(score, model, frame, params)

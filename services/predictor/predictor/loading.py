@@ -20,14 +20,18 @@ import numpy as np
 import pandas as pd
 from mlflow.models import Model
 from mlflow.pyfunc import PyFuncModel
+from pydantic import ValidationError
 
 from mlops_common import mlflow_utils
 from mlops_common.drift import DriftMonitor
+from mlops_common.names import REFERENCE_STATS_ARTIFACT, SPEC_ARTIFACT, TABULAR_REGRESSION, TEXT_CLASSIFICATION
+from mlops_common.observability import log_context
+from mlops_common.spec import ModelSpec, QualitySpec
 from predictor.inputs import Inputs, TextInputs, check_list, inputs_for_schema
 
 log = logging.getLogger(__name__)
 
-TEXT_TASK = "text-classification"
+TABULAR_CLASSIFICATION = "tabular-classification"
 
 # The types skops is told to trust, beyond its own defaults (numpy, scikit-learn estimators...), when it loads
 # a model: what this stack's trainer builds (our featurizers, sparse matrices kept by k-NN, k-NN search trees,
@@ -57,6 +61,56 @@ PICKLE_FORMATS = ("pickle", "cloudpickle")
 
 class ModelLoadError(RuntimeError):
     """The version could not be downloaded, loaded or warmed up."""
+
+
+DEFAULT_QUALITY = QualitySpec()
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """What serving takes from a version's ``spec.json``: its task, text column, production bar and
+    feedback settings (the quality defaults of :class:`~mlops_common.spec.QualitySpec` when absent)."""
+
+    task: str | None = None
+    text_column: str | None = None
+    threshold: float | None = None
+    feedback_ttl_seconds: int = DEFAULT_QUALITY.feedback_ttl_seconds
+    quality_window_size: int = DEFAULT_QUALITY.window_size
+
+    @classmethod
+    def parse(cls, raw: Any, label: str) -> ServingSpec | None:
+        """The spec of ``raw`` (the artifact's JSON) as :class:`~mlops_common.spec.ModelSpec` validates it. An
+        older or partial spec that does not validate is read field by field instead, with a warning."""
+        if raw is None:
+            return None
+        try:
+            spec = ModelSpec.model_validate(raw)
+        except ValidationError as exc:
+            log.warning("%s: its %s does not validate as a model spec (%d errors, first: %s); reading the "
+                        "fields serving needs one by one", label, SPEC_ARTIFACT, exc.error_count(),
+                        exc.errors()[0].get("msg"))
+            return cls._lenient(raw)
+        return cls(task=spec.task, text_column=spec.data.text_column,
+                   threshold=spec.metric.threshold if spec.metric else None,
+                   feedback_ttl_seconds=spec.quality.feedback_ttl_seconds,
+                   quality_window_size=spec.quality.window_size)
+
+    @classmethod
+    def _lenient(cls, raw: Any) -> ServingSpec:
+        if not isinstance(raw, dict):
+            return cls()
+        def section(key: str) -> dict[str, Any]:
+            value = raw.get(key)
+            return value if isinstance(value, dict) else {}
+
+        threshold = section("metric").get("threshold")
+        quality = section("quality")
+        return cls(task=str(raw["task"]) if raw.get("task") else None,
+                   text_column=section("data").get("text_column") or None,
+                   threshold=float(threshold) if isinstance(threshold, int | float) else None,
+                   feedback_ttl_seconds=int(quality.get("feedback_ttl_seconds")
+                                            or DEFAULT_QUALITY.feedback_ttl_seconds),
+                   quality_window_size=int(quality.get("window_size") or DEFAULT_QUALITY.window_size))
 
 
 @dataclass(frozen=True)
@@ -123,7 +177,7 @@ class LoadedModel:
     task: str
     classes: list[Any] | None
     reference: dict[str, Any] | None
-    spec: dict[str, Any] | None
+    spec: ServingSpec | None
     input_schema: Any
     load_seconds: float = 0.0
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -193,13 +247,14 @@ def _synthetic_instances(inputs: Inputs) -> list[Any]:
     return [{c.name: defaults.get(c.type, 0.0) for c in inputs.columns}]
 
 
-def _task(reference: dict[str, Any] | None, spec: dict[str, Any] | None, inputs: Inputs, classes: Any) -> str:
-    for source in (reference, spec):
-        if source and source.get("task"):
-            return str(source["task"])
+def _task(reference: dict[str, Any] | None, spec: ServingSpec | None, inputs: Inputs, classes: Any) -> str:
+    if reference and reference.get("task"):
+        return str(reference["task"])
+    if spec is not None and spec.task:
+        return spec.task
     if isinstance(inputs, TextInputs) or classes is not None:
-        return TEXT_TASK if isinstance(inputs, TextInputs) else "tabular-classification"
-    return "tabular-regression"
+        return TEXT_CLASSIFICATION if isinstance(inputs, TextInputs) else TABULAR_CLASSIFICATION
+    return TABULAR_REGRESSION
 
 
 def warm_up(model: LoadedModel, instances: list[Any]) -> None:
@@ -223,16 +278,15 @@ class FetchedVersion:
     pyfunc_pickle: bytes
     example: list[Any] | None
     reference: dict[str, Any] | None
-    spec: dict[str, Any] | None
+    spec: ServingSpec | None
     fetch_seconds: float
 
 
 def _build(name: str, version: str, run_id: str | None, pyfunc: Any, reference: dict[str, Any] | None,
-           spec: dict[str, Any] | None) -> LoadedModel:
+           spec: ServingSpec | None) -> LoadedModel:
     pipeline = pyfunc.get_raw_model()
     schema = pyfunc.metadata.get_input_schema()
-    text_hint = ((spec or {}).get("data") or {}).get("text_column")
-    inputs = inputs_for_schema(schema, text_hint)
+    inputs = inputs_for_schema(schema, spec.text_column if spec else None)
     classes = getattr(pipeline, "classes_", None) if hasattr(pipeline, "predict_proba") else None
     model = LoadedModel(
         name=name, version=str(version), run_id=run_id, pipeline=pipeline, pyfunc=pyfunc, inputs=inputs,
@@ -260,7 +314,12 @@ def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | 
                   trust: ModelTrust | None = None) -> FetchedVersion:
     """Download, load (with ``trust``) and warm up ``models:/<name>/<version>``; blocking, meant for a loader
     process."""
-    trust = trust or ModelTrust()
+    with log_context(model=name, version=version):
+        return _fetch_version(tracking_uri, name, str(version), cache_dir, trust or ModelTrust())
+
+
+def _fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | None,
+                   trust: ModelTrust) -> FetchedVersion:
     started = time.perf_counter()
     client = mlflow_utils.client(tracking_uri)
     workdir = Path(tempfile.mkdtemp(prefix=f"predictor-{version}-", dir=cache_dir))
@@ -272,9 +331,9 @@ def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | 
         run_id = model_version.run_id
         # The run's small JSON artifacts download while the model does.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            reference_future = pool.submit(_json_artifact, client, run_id, "reference/reference_stats.json",
+            reference_future = pool.submit(_json_artifact, client, run_id, REFERENCE_STATS_ARTIFACT,
                                            workdir / "reference")
-            spec_future = pool.submit(_json_artifact, client, run_id, "spec.json", workdir / "spec")
+            spec_future = pool.submit(_json_artifact, client, run_id, SPEC_ARTIFACT, workdir / "spec")
             try:
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=mlflow_utils.model_uri(name, version), dst_path=str(workdir / "model"))
@@ -287,7 +346,8 @@ def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | 
                 raise
             except Exception as exc:
                 raise ModelLoadError(f"could not load {name} version {version}: {type(exc).__name__}: {exc}") from exc
-            reference, spec = reference_future.result(), spec_future.result()
+            reference = reference_future.result()
+            spec = ServingSpec.parse(spec_future.result(), f"{name} version {version}")
         model = _build(name, version, run_id, pyfunc, reference, spec)
         example = _example_instances(raw_example, model.inputs)
         _warm(model, example)
@@ -295,7 +355,7 @@ def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path | 
             pickled = pickle.dumps(pyfunc, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise ModelLoadError(f"{name} version {version} cannot be handed over: {exc}") from exc
-        return FetchedVersion(name=name, version=str(version), run_id=run_id, pyfunc_pickle=pickled,
+        return FetchedVersion(name=name, version=version, run_id=run_id, pyfunc_pickle=pickled,
                               example=example, reference=reference, spec=spec,
                               fetch_seconds=time.perf_counter() - started)
     finally:

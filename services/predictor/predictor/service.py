@@ -1,4 +1,5 @@
-"""The predictor's running state: the followed model, the batcher, drift and feedback bookkeeping."""
+"""The predictor's service layer: the followed model, the micro-batcher, drift and feedback bookkeeping, and
+what every route does with them (the fast path and the FastAPI routes only move bytes in and out)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,41 @@ import asyncio
 import contextlib
 import logging
 import random
+import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
-from predictor import metrics
-from predictor.batching import Arrivals, Job, MicroBatcher
+import orjson
+
+from mlops_common.errors import BadRequest, Unprocessable
+from mlops_common.observability import bind_log_context
+from predictor import invocations, metrics
+from predictor.batching import Arrivals, Job, MicroBatcher, ModelError
+from predictor.errors import not_serving
 from predictor.feedback import FeedbackStore
-from predictor.following import ModelFollower
-from predictor.loading import LoadedModel
+from predictor.following import AliasReader, ModelFollower
+from predictor.inputs import InputError, check_list
+from predictor.loader import ModelLoader
+from predictor.loading import DEFAULT_QUALITY, LoadedModel
+from predictor.schemas import FeedbackRequest
 from predictor.settings import PredictorSettings
 
 log = logging.getLogger(__name__)
 
 
+def invalid(exc: InputError) -> Unprocessable:
+    return Unprocessable(str(exc), field=exc.field)
+
+
 class PredictorService:
-    def __init__(self, settings: PredictorSettings) -> None:
+    """``loader`` and ``aliases`` replace MLflow as the source of versions (tests serve a local model)."""
+
+    def __init__(self, settings: PredictorSettings, loader: ModelLoader | None = None,
+                 aliases: AliasReader | None = None) -> None:
         self.settings = settings
         self.name = settings.model_name
         self.arrivals = Arrivals()
-        self.follower = ModelFollower(settings, self._on_swap)
+        self.follower = ModelFollower(settings, self._on_swap, loader, aliases)
         self.store = FeedbackStore(settings.redis_url, settings.redis_key_prefix, self.name)
         self.batcher: MicroBatcher | None = None
         self.model_metrics: metrics.ModelMetrics | None = None
@@ -44,6 +62,83 @@ class PredictorService:
         self.follower.start()
         self.tasks.append(asyncio.get_running_loop().create_task(self._drift_loop(), name="drift"))
 
+    async def predict(self, body: bytes, scope: MutableMapping[str, Any]) -> bytes:
+        """One /predict body scored: the JSON answer; raises a ``ServiceError`` for every refusal."""
+        model = self.follower.current
+        if model is None:
+            raise not_serving(self.name)
+        request_id = uuid.uuid4().hex
+        bind_log_context(request_id=request_id)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON: {exc}") from None
+        if type(payload) is not dict:
+            raise Unprocessable('the body must be a JSON object {"instances": [...]}', field="body")
+        probabilities = payload.get("probabilities", False)
+        try:
+            if "instances" not in payload:
+                raise InputError("instances", 'missing: send {"instances": [...]}')
+            if type(probabilities) is not bool:
+                raise InputError("probabilities", "expected a boolean")
+            rows = model.inputs.validate(check_list(payload["instances"], self.settings.max_instances))
+        except InputError as exc:
+            raise invalid(exc) from None
+        if probabilities and not model.is_classifier:
+            raise Unprocessable("probabilities are only available for classifiers", field="probabilities")
+        self.arrivals.queued(scope)
+        assert self.batcher is not None
+        try:
+            served, values, probs = await self.batcher.submit(rows, probabilities, model)
+        except InputError as exc:
+            raise invalid(exc) from None
+        except ModelError as exc:
+            raise Unprocessable(str(exc)) from None
+        self.store.record(request_id, served.version, values)
+        answer: dict[str, Any] = {"predictions": values, "model_name": served.name,
+                                  "model_version": served.version, "request_id": request_id}
+        if probs is not None:
+            answer["probabilities"] = probs
+        return orjson.dumps(answer)
+
+    async def invocations(self, body: bytes, content_type: str, scope: MutableMapping[str, Any] | None) -> bytes:
+        """One /invocations request (MLflow's scoring protocol): the JSON answer, or a ``ServiceError``."""
+        return await invocations.handle(self, self.settings, body, content_type, scope)
+
+    async def feedback(self, body: FeedbackRequest) -> dict[str, Any]:
+        model = self.follower.current
+        if model is None:
+            raise not_serving(self.name)
+        if (body.label is None) == (body.value is None):
+            raise Unprocessable("send exactly one of 'label' (classification) or 'value' (regression)")
+        return await self.store.submit(body.request_id, body.label, body.value, body.index, model.is_classifier)
+
+    def readiness(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """What keeps the predictor from being ready (nothing served yet), and the served version."""
+        model = self.follower.current
+        if model is None:
+            return {"model": not_serving(self.name).detail}, {"model_name": self.name}
+        return {}, {"model_name": model.name, "model_version": model.version}
+
+    def describe(self) -> dict[str, Any]:
+        """The served version and how following the registry goes (``GET /model``)."""
+        model = self.follower.current
+        status = self.follower.status
+        body: dict[str, Any] = model.describe() if model else {"model_name": self.name, "model_version": None}
+        body.update(
+            serving=model is not None,
+            alias_version=status.alias_version,
+            previous_version=self.follower.previous.version if self.follower.previous else None,
+            standby_version=status.standby_version,
+            reloads=status.reloads,
+            failed_versions=status.failed_versions,
+            last_swap=status.last_swap,
+            events_connected=status.events_connected,
+            last_error=status.last_error,
+            drift=self.drift_report(),
+        )
+        return body
+
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
@@ -62,14 +157,14 @@ class PredictorService:
         if new.monitor is not None:
             new.monitor.reset()
             metrics.DRIFT_THRESHOLD.labels(self.name).set(new.monitor.threshold)
-        spec = new.spec or {}
-        quality = spec.get("quality") or {}
-        threshold = (spec.get("metric") or {}).get("threshold")
-        if threshold is not None:
-            metrics.QUALITY_THRESHOLD.labels(self.name).set(float(threshold))
+        spec = new.spec
+        if spec is not None and spec.threshold is not None:
+            metrics.QUALITY_THRESHOLD.labels(self.name).set(spec.threshold)
         self.store.configure(
-            ttl_seconds=int(self.settings.feedback_ttl_seconds or quality.get("feedback_ttl_seconds") or 7 * 24 * 3600),
-            window_size=int(self.settings.quality_window_size or quality.get("window_size") or 500))
+            ttl_seconds=self.settings.feedback_ttl_seconds or (
+                spec.feedback_ttl_seconds if spec else DEFAULT_QUALITY.feedback_ttl_seconds),
+            window_size=self.settings.quality_window_size or (
+                spec.quality_window_size if spec else DEFAULT_QUALITY.window_size))
 
     def after_batch(self, model: LoadedModel, jobs: list[Job], values: list[Any]) -> None:
         if model is self.follower.current and self.model_metrics is not None:
@@ -105,6 +200,7 @@ class PredictorService:
         metrics.DRIFT_SCORE.labels(self.name, "overall").set(report.overall)
 
     async def _drift_loop(self) -> None:
+        bind_log_context(model=self.name)  # this task's own context
         while True:
             await asyncio.sleep(self.settings.drift_interval_seconds)
             try:
