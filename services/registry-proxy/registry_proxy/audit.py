@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from registry_proxy.db import AuditEntry
 from registry_proxy.jsonsafe import finite
@@ -57,3 +57,14 @@ def to_dict(entry: AuditEntry) -> dict[str, Any]:
         "metrics": entry.metrics or {},
         "details": entry.details or {},
     }
+
+
+def listing(sessions: sessionmaker, *, model: str | None, action: str | None, limit: int, offset: int,
+            before_id: int | None) -> dict[str, Any]:
+    """One page of the log with what it takes to ask for the next one (``next_offset`` or ``next_before_id``)."""
+    with sessions() as session:
+        rows, total = page(session, model=model, action=action, limit=limit, offset=offset, before_id=before_id)
+        items = [to_dict(r) for r in rows]
+    next_offset = offset + len(items) if before_id is None and offset + len(items) < total else None
+    return {"items": items, "total": total, "limit": limit, "offset": offset, "next_offset": next_offset,
+            "next_before_id": items[-1]["id"] if len(items) == limit else None}

@@ -1,11 +1,9 @@
-"""Everything a request needs, built once at start-up and kept on ``app.state.ctx``."""
+"""Everything a request needs, built once by the app's lifespan and kept on ``app.state.ctx``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -23,10 +21,3 @@ class AppContext:
     registry: Registry
     publisher: EventPublisher
     notifier: Notifier
-
-
-def get_context(request: Request) -> AppContext:
-    return request.app.state.ctx
-
-
-Ctx = Annotated[AppContext, Depends(get_context)]

@@ -15,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from registry_proxy.db import AuditEntry
+from registry_proxy.mlflow_registry import Registry
 
 DORA_ACTIONS = ("promote", "rollback", "incident")
 
@@ -34,6 +35,14 @@ def _parse(value: Any) -> datetime | None:
 
 def _median(values: list[float]) -> float | None:
     return float(statistics.median(values)) if values else None
+
+
+def report(sessions: sessionmaker, registry: Registry, model: str, window_days: float) -> dict[str, Any]:
+    """The figures of one model; 404 for a model neither the audit log nor MLflow knows."""
+    with sessions() as session:
+        if session.scalar(select(AuditEntry.id).where(AuditEntry.model_name == model).limit(1)) is None:
+            registry.get_model(model)
+        return compute(session, model, window_days)
 
 
 def compute(session: Session, model: str, window_days: float, now: datetime | None = None) -> dict[str, Any]:

@@ -1,34 +1,34 @@
-"""Domain errors and their HTTP answers: always a 4xx/503 with a reason, never a stack trace."""
+"""registry-proxy's refusals are the common ones (:mod:`mlops_common.errors`); what is its own is how database
+failures are answered: a conflicting write is a 409, text Postgres cannot store a 422, a database that is gone
+a 503. Always ``{"detail": ...}``, never a stack trace."""
 
 from __future__ import annotations
 
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
+
+from mlops_common.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    Unprocessable,
+    error_response,
+)
+
+__all__ = ["BadRequest", "Conflict", "NotFound", "RegistryError", "ServiceError", "Unavailable", "Unprocessable",
+           "install_handlers"]
 
 log = logging.getLogger(__name__)
 
+# Kept for callers that knew registry-proxy's own base class: it is the common one now.
+RegistryError = ServiceError
 
-class RegistryError(Exception):
-    status_code = 400
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class NotFound(RegistryError):
-    status_code = 404
-
-
-class Conflict(RegistryError):
-    status_code = 409
-
-
-class Unavailable(RegistryError):
-    status_code = 503
+NUL_IN_TEXT = "text fields cannot contain NUL (0x00) characters"
 
 
 def _nul_in_text(exc: Exception) -> bool:
@@ -36,28 +36,29 @@ def _nul_in_text(exc: Exception) -> bool:
     return "cannot contain NUL (0x00)" in str(getattr(exc, "orig", None) or exc)
 
 
+async def _integrity_error(request: Request, exc: Exception) -> Response:
+    log.warning("conflicting write on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(409, "a concurrent request changed the same record; retry")
+
+
+async def _unstorable(request: Request, exc: Exception) -> Response:
+    if _nul_in_text(exc):
+        return error_response(422, NUL_IN_TEXT)
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    if _nul_in_text(exc):  # the request's fault, not the database's
+        return error_response(422, NUL_IN_TEXT)
+    log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "registry database unavailable, retry later")
+
+
 def install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RegistryError)
-    async def _registry_error(request: Request, exc: RegistryError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-
-    @app.exception_handler(IntegrityError)
-    async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
-        log.warning("conflicting write on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": "a concurrent request changed the same record; retry"}, status_code=409)
-
-    @app.exception_handler(ValueError)
-    @app.exception_handler(StatementError)
-    async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
-        if _nul_in_text(exc):
-            return JSONResponse({"detail": "text fields cannot contain NUL (0x00) characters"}, status_code=422)
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
-
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(DBAPIError)
-    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        if _nul_in_text(exc):  # the request's fault, not the database's
-            return JSONResponse({"detail": "text fields cannot contain NUL (0x00) characters"}, status_code=422)
-        log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": "registry database unavailable, retry later"}, status_code=503)
+    """The answers to database failures (the common handlers come with ``create_service_app``)."""
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(ValueError, _unstorable)
+    app.add_exception_handler(StatementError, _unstorable)
+    app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(DBAPIError, _database_error)

@@ -22,13 +22,14 @@ from sqlalchemy.orm import Session
 
 from mlops_common.contracts import GateOutcome, GateRequest, GoldenScores, decide, golden_veto
 from mlops_common.events import ModelEvent
-from mlops_common.mlflow_utils import CHALLENGER, PREVIOUS, PRODUCTION
+from mlops_common.mlflow_utils import CHALLENGER
+from mlops_common.names import PREVIOUS_ALIAS, PRODUCTION_ALIAS, Tag
 from registry_proxy import audit, policies
 from registry_proxy.context import AppContext
 from registry_proxy.db import Decision, GateCall, Incident
-from registry_proxy.errors import Conflict, NotFound, RegistryError, Unavailable
+from registry_proxy.errors import BadRequest, Conflict, NotFound, Unavailable
 from registry_proxy.metrics import GATE_CALLS, PROMOTIONS, ROLLBACKS
-from registry_proxy.mlflow_registry import failed_validation
+from registry_proxy.mlflow_registry import check_job_id, failed_validation
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +170,14 @@ class Governance:
     def _move_production(self, unit: Unit, model: str, version: str, *, actor: str, reason: str, via: str,
                          aliases: dict[str, str], requested_at: str | None = None, on_behalf_of: str | None = None,
                          metrics: dict[str, Any] | None = None, details: dict[str, Any] | None = None) -> bool:
-        current = aliases.get(PRODUCTION)
+        current = aliases.get(PRODUCTION_ALIAS)
         if current == version:
             return False
         if current:
-            self._set_alias(unit, model, PREVIOUS, current, aliases.get(PREVIOUS))
-            aliases[PREVIOUS] = current
-        self._set_alias(unit, model, PRODUCTION, version, current)
-        aliases[PRODUCTION] = version
+            self._set_alias(unit, model, PREVIOUS_ALIAS, current, aliases.get(PREVIOUS_ALIAS))
+            aliases[PREVIOUS_ALIAS] = current
+        self._set_alias(unit, model, PRODUCTION_ALIAS, version, current)
+        aliases[PRODUCTION_ALIAS] = version
         session = unit.session
         if requested_at is None:
             requested_at = self._requested_at(session, model, version)
@@ -189,7 +190,7 @@ class Governance:
                      from_version=current, to_version=version,
                      reason=reason, metrics=metrics, details={"via": via, "requested_at": requested_at,
                                                               **(details or {})})
-        self.registry.set_tags(model, version, {"mlops.promoted_at": _now().isoformat(), "mlops.promoted_via": via})
+        self.registry.set_tags(model, version, {Tag.PROMOTED_AT: _now().isoformat(), Tag.PROMOTED_VIA: via})
         unit.after_commit.append(PROMOTIONS.labels(model_name=model).inc)
         self._notify(unit, "promotion", model, version=version, from_version=current, reason=reason,
                      metrics=metrics, via=via, actor=actor)
@@ -205,8 +206,7 @@ class Governance:
             decision.status = "superseded"
             decision.decided_at, decision.decided_by = _now(), actor
             decision.comment = f"production moved to version {production} before this was decided"
-            self.registry.set_tags(model, decision.version, {"mlops.decision": "superseded",
-                                                             "mlops.decision_id": decision.id})
+            self.registry.set_tags(model, decision.version, {Tag.DECISION: "superseded", Tag.DECISION_ID: decision.id})
             audit.record(session, actor=actor, action="supersede", model=model,
                          from_version=decision.production_version, to_version=decision.version,
                          reason=decision.comment, details={"decision_id": decision.id})
@@ -221,9 +221,9 @@ class Governance:
         with self.unit(model) as unit:
             mv = self.registry.get_version(model, version)
             aliases = self.registry.aliases(model)
-            if aliases.get(PRODUCTION) == version:
+            if aliases.get(PRODUCTION_ALIAS) == version:
                 return {"model_name": model, "production_version": version, "previous_version":
-                        aliases.get(PREVIOUS), "changed": False}
+                        aliases.get(PREVIOUS_ALIAS), "changed": False}
             why = failed_validation(mv)
             if why:
                 raise Conflict(f"cannot promote: {why}")
@@ -233,21 +233,22 @@ class Governance:
                                f"approve it with POST /decisions/{pending.id}/approve")
             self._move_production(unit, model, version, actor=actor, reason=reason, via="promote",
                                   aliases=aliases)
-        return {"model_name": model, "production_version": version, "previous_version": aliases.get(PREVIOUS),
+        return {"model_name": model, "production_version": version, "previous_version": aliases.get(PREVIOUS_ALIAS),
                 "changed": True}
 
     def rollback(self, model: str, reason: str, actor: str) -> dict[str, Any]:
+        self.registry.get_model(model)
         with self.unit(model) as unit:
             aliases = self.registry.aliases(model)
-            target = aliases.get(PREVIOUS)
+            target = aliases.get(PREVIOUS_ALIAS)
             if not target:
                 raise Conflict(f"model {model!r} has no previous version to roll back to")
-            current = aliases.get(PRODUCTION)
-            self._set_alias(unit, model, PRODUCTION, target, current)
+            current = aliases.get(PRODUCTION_ALIAS)
+            self._set_alias(unit, model, PRODUCTION_ALIAS, target, current)
             # The rolled-back version is not a safe rollback target: `previous` is cleared.
-            self._delete_alias(unit, model, PREVIOUS, target)
+            self._delete_alias(unit, model, PREVIOUS_ALIAS, target)
             if current:
-                self.registry.set_tags(model, current, {"mlops.rolled_back_at": _now().isoformat()})
+                self.registry.set_tags(model, current, {Tag.ROLLED_BACK_AT: _now().isoformat()})
             self._resolve_incidents(unit.session, model, "rollback")
             self._supersede_pending(unit.session, model, target, actor)
             audit.record(unit.session, actor=actor, action="rollback", model=model, from_version=current,
@@ -260,6 +261,7 @@ class Governance:
     def gate(self, model: str, req: GateRequest, actor: str) -> dict[str, Any]:
         """Registers the job's model, applies this model's own policy and golden set to the reported scores,
         and acts on the outcome. The trainer's own reading (``trainer_outcome``) is recorded, never trusted."""
+        check_job_id(req.job_id)
         with self.unit(model) as unit:
             session = unit.session
             existing = session.get(GateCall, req.job_id)
@@ -271,13 +273,13 @@ class Governance:
                                        req.requested_by or actor)
             challenger = req.challenger_metrics.get(policy.metric)
             if challenger is None:
-                raise RegistryError(f"the gate report has no {policy.metric!r} score, the metric of the model's "
+                raise BadRequest(f"the gate report has no {policy.metric!r} score, the metric of the model's "
                                     f"policy (it has: {', '.join(sorted(req.challenger_metrics)) or 'none'})")
             mv = self.registry.register(model, req.model_uri, req.run_id, req.job_id,
-                                        {"mlops.dataset_sha256": req.dataset_digest or ""})
+                                        {Tag.DATASET_SHA256: req.dataset_digest or ""})
             version = str(mv.version)
             aliases = self.registry.aliases(model)
-            production_before = aliases.get(PRODUCTION)
+            production_before = aliases.get(PRODUCTION_ALIAS)
             if aliases.get(CHALLENGER) != version:
                 self._set_alias(unit, model, CHALLENGER, version, aliases.get(CHALLENGER))
                 aliases[CHALLENGER] = version
@@ -301,22 +303,23 @@ class Governance:
                 "golden_production_score": _score(req.golden, "production", policy.metric),
             }
             requested_at = _iso(req.requested_at)
+            gate = Tag.GATE_PREFIX
             self.registry.set_tags(model, version, {
-                "mlops.gate.outcome": outcome,
-                "mlops.gate.metric": policy.metric,
-                "mlops.gate.challenger_score": challenger,
-                "mlops.gate.production_score": production,
-                "mlops.gate.production_version": production_before,
-                "mlops.gate.threshold": policy.threshold,
-                "mlops.gate.golden_sha256": pinned,
-                "mlops.gate.golden_challenger_score": metrics["golden_challenger_score"],
-                "mlops.gate.golden_production_score": metrics["golden_production_score"],
-                "mlops.gate.dataset_digest": req.dataset_digest,
-                "mlops.gate.run_id": req.run_id,
-                "mlops.gate.job_id": req.job_id,
-                "mlops.gate.requested_at": requested_at,
-                "mlops.gate.requested_by": req.requested_by,
-                "mlops.gate.reason": reason[:500],
+                Tag.GATE_OUTCOME: outcome,
+                f"{gate}metric": policy.metric,
+                Tag.GATE_CHALLENGER_SCORE: challenger,
+                f"{gate}production_score": production,
+                f"{gate}production_version": production_before,
+                f"{gate}threshold": policy.threshold,
+                f"{gate}golden_sha256": pinned,
+                f"{gate}golden_challenger_score": metrics["golden_challenger_score"],
+                f"{gate}golden_production_score": metrics["golden_production_score"],
+                f"{gate}dataset_digest": req.dataset_digest,
+                f"{gate}run_id": req.run_id,
+                f"{gate}job_id": req.job_id,
+                f"{gate}requested_at": requested_at,
+                f"{gate}requested_by": req.requested_by,
+                f"{gate}reason": reason[:500],
             })
             details = {"job_id": req.job_id, "run_id": req.run_id, "dataset_digest": req.dataset_digest,
                        "outcome": outcome, "trainer_outcome": req.trainer_outcome, "requested_at": requested_at,
@@ -350,13 +353,26 @@ class Governance:
                 self._notify(unit, "pending_decision", model, version=version, from_version=production_before,
                              reason=reason, metrics=metrics, decision_id=view["id"], decision=view)
             result = GateOutcome(outcome=outcome, reason=reason, version=version, decision_id=decision_id,
-                                 production_version=aliases.get(PRODUCTION), policy=policy, golden=req.golden)
+                                 production_version=aliases.get(PRODUCTION_ALIAS), policy=policy, golden=req.golden)
             response = result.model_dump(mode="json")
             session.add(GateCall(job_id=req.job_id, model_name=model, version=version, outcome=outcome,
                                  requested_at=req.requested_at, request=req.model_dump(mode="json"),
                                  response=response))
             unit.after_commit.append(GATE_CALLS.labels(model_name=model, outcome=outcome).inc)
         return response
+
+    def decisions(self, status: str | None = None, model: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Decisions, newest first."""
+        query = select(Decision).order_by(Decision.id.desc()).limit(limit)
+        if status:
+            query = query.where(Decision.status == status)
+        if model:
+            query = query.where(Decision.model_name == model)
+        with self.ctx.sessions() as session:
+            return [decision_dict(d, self.ctx) for d in session.scalars(query)]
+
+    def decision(self, decision_id: int) -> dict[str, Any]:
+        return decision_dict(self._decision(decision_id), self.ctx)
 
     def _decision(self, decision_id: int) -> Decision:
         with self.ctx.sessions() as session:
@@ -390,18 +406,18 @@ class Governance:
                                             decision.version)
             decision.status = "approved" if approve else "rejected"
             decision.decided_at, decision.decided_by, decision.comment = _now(), actor, comment or None
-            self.registry.set_tags(model, decision.version, {"mlops.decision": decision.status,
-                                                             "mlops.decision_id": decision_id})
+            self.registry.set_tags(model, decision.version,
+                                   {Tag.DECISION: decision.status, Tag.DECISION_ID: decision_id})
             audit.record(session, actor=actor, action="approve" if approve else "reject", model=model,
                          from_version=decision.production_version, to_version=decision.version, reason=comment,
                          details={"decision_id": decision_id})
             view = decision_dict(decision, self.ctx)
-        return {**view, "production_version": aliases.get(PRODUCTION)}
+        return {**view, "production_version": aliases.get(PRODUCTION_ALIAS)}
 
     def open_incident(self, model: str, reason: str, actor: str) -> dict[str, Any]:
         self.registry.get_model(model)
         with self.unit(model) as unit:
-            production = self.registry.aliases(model).get(PRODUCTION)
+            production = self.registry.aliases(model).get(PRODUCTION_ALIAS)
             incident = Incident(model_name=model, version=production, reason=reason, opened_by=actor)
             unit.session.add(incident)
             unit.session.flush()

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mlops_common.auth import Principal, token_digest
 from registry_proxy import audit
 from registry_proxy.db import ApiToken, PrincipalRow
-from registry_proxy.errors import Conflict, NotFound, RegistryError
+from registry_proxy.errors import BadRequest, Conflict, NotFound
 from registry_proxy.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class Identity:
 
     def create_principal(self, name: str, role: str, kind: str, actor: str) -> dict[str, Any]:
         if not NAME.match(name):
-            raise RegistryError("name: letters, digits and . _ @ - only, at most 64 characters")
+            raise BadRequest("name: letters, digits and . _ @ - only, at most 64 characters")
         with self.sessions() as session, session.begin():
             if session.scalar(select(PrincipalRow.id).where(PrincipalRow.name == name)) is not None:
                 raise Conflict(f"principal {name!r} already exists")

@@ -1,9 +1,10 @@
-"""MLflow's registry as registry-proxy sees it: typed reads, alias moves, tags; errors mapped to 404/503."""
+"""MLflow's registry as registry-proxy sees it: typed reads, alias moves, tags; errors mapped to 404/422/503."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
@@ -12,15 +13,28 @@ from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from mlops_common import mlflow_utils
-from registry_proxy.errors import NotFound, Unavailable
+from mlops_common.names import Tag
+from registry_proxy.errors import NotFound, Unavailable, Unprocessable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Tags that mark a version as having failed validation: promoting it is refused (409).
-JOB_TAG = "mlops.job_id"
 FAILED_VALUES = {"failed", "rejected", "invalid"}
-VALIDATION_TAGS = ("mlops.validation", "mlops.validation_status", "mlops.decision")
+VALIDATION_TAGS = (Tag.VALIDATION, Tag.VALIDATION_STATUS, Tag.DECISION)
+# A job id goes into an MLflow search filter, whose string literals have no escape for a quote.
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+LOGGED_MODEL_URI = re.compile(r"^models:/(m-[A-Za-z0-9]+)$")
+RUN_URI = re.compile(r"^runs:/([A-Za-z0-9]+)/(.+)$")
+# What MLflow answers for a run or logged model that does not exist: its auth app answers 403, not 404, so that
+# its answers do not tell which ids exist.
+ABSENT_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "PERMISSION_DENIED", "INVALID_PARAMETER_VALUE")
+
+
+def check_job_id(job_id: str) -> None:
+    if not JOB_ID.match(job_id):
+        raise Unprocessable(f"job_id {job_id!r} is not a valid job id: letters, digits and . _ : - only, starting "
+                            "with a letter or digit")
 
 
 def configure_mlflow_http(timeout_seconds: int, max_retries: int) -> None:
@@ -98,25 +112,79 @@ class Registry:
             return {}, None
         return dict(run.data.metrics), run.info.experiment_id
 
+    def _find(self, what: str, fn: Callable[[], T]) -> T | None:
+        """``fn()``, or None when MLflow has no such thing (or hides it: see ABSENT_CODES)."""
+
+        def call() -> T | None:
+            try:
+                return fn()
+            except MlflowException as exc:
+                if exc.error_code in ABSENT_CODES:
+                    return None
+                raise
+
+        return self._call(what, call)
+
+    def logged_model_id(self, model_uri: str, run_id: str) -> str | None:
+        """The id of the logged model ``model_uri`` names (None for a ``runs:/`` URI), after checking that it and
+        the run ``run_id`` exist: registering a version of something that does not exist is refused (422)
+        before anything is created."""
+        cannot = ("none exists, or MLflow does not let registry-proxy's user read it: it needs READ on the "
+                  "experiment")
+        if self._find(f"run {run_id}", lambda: self.client.get_run(run_id)) is None:
+            raise Unprocessable(f"run_id {run_id!r} names no run registry-proxy can read ({cannot})")
+        logged = LOGGED_MODEL_URI.match(model_uri)
+        if logged:
+            model_id = logged.group(1)
+            if self._find(f"logged model {model_id}", lambda: self.client.get_logged_model(model_id)) is None:
+                raise Unprocessable(f"model_uri {model_uri!r} names no logged model registry-proxy can read "
+                                    f"({cannot})")
+            return model_id
+        in_run = RUN_URI.match(model_uri)
+        if in_run:
+            source_run, path = in_run.groups()
+            files = self._find(f"artifacts of run {source_run}", lambda: self.client.list_artifacts(source_run, path))
+            if not files:
+                raise Unprocessable(f"model_uri {model_uri!r} names no logged model: run {source_run} holds nothing "
+                                    f"at {path!r} that registry-proxy can read ({cannot})")
+            return None
+        raise Unprocessable(f"model_uri {model_uri!r} names no logged model: give models:/m-<id> (what log_model "
+                            "returns) or runs:/<run_id>/<path>")
+
     def register(self, name: str, model_uri: str, run_id: str, job_id: str, tags: dict[str, str]) -> ModelVersion:
         """The version of ``name`` registered for ``job_id``: found by its job tag, or created from the logged
-        model (the registered model too, on first use). Only registry-proxy's MLflow user may do this."""
-
+        model (the registered model too, on first use; removed again if its first version cannot be made).
+        Only registry-proxy's MLflow user may do this."""
+        check_job_id(job_id)
+        model_id = self.logged_model_id(model_uri, run_id)
+        created = False
         try:
             self._call(f"model {name!r}", lambda: self.client.get_registered_model(name), name)
         except NotFound:
             self._call(f"model {name!r}", lambda: self.client.create_registered_model(name))
+            created = True
         escaped = name.replace("'", "\\'")
-        found = self._call(f"versions of {name!r}", lambda: self.client.search_model_versions(
-            f"name = '{escaped}' and tags.`{JOB_TAG}` = '{job_id}'", max_results=10))
-        if found:
-            return found[0]
-        # The client's create_model_version, not mlflow.register_model: the latter also tags the logged model,
-        # which lives in the trainer's experiment, where registry-proxy's MLflow user may only read.
-        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-        return self._call(f"a new version of {name!r}", lambda: self.client.create_model_version(
-            name, source=model_uri, run_id=run_id, model_id=model_id,
-            tags={JOB_TAG: job_id, "mlops.run_id": run_id, **tags}), name)
+        try:
+            found = self._call(f"versions of {name!r}", lambda: self.client.search_model_versions(
+                f"name = '{escaped}' and tags.`{Tag.JOB_ID}` = '{job_id}'", max_results=10))
+            if found:
+                return found[0]
+            # The client's create_model_version, not mlflow.register_model: the latter also tags the logged
+            # model, which lives in the trainer's experiment, where registry-proxy's MLflow user may only read.
+            return self._call(f"a new version of {name!r}", lambda: self.client.create_model_version(
+                name, source=model_uri, run_id=run_id, model_id=model_id,
+                tags={Tag.JOB_ID: job_id, Tag.RUN_ID: run_id, **tags}), name)
+        except Exception:
+            if created:
+                self._forget(name)
+            raise
+
+    def _forget(self, name: str) -> None:
+        """Deletes a registered model this call created and could not give a version (best effort)."""
+        try:
+            self.client.delete_registered_model(name)
+        except Exception as exc:  # noqa: BLE001 - the failure that brought us here is the one to report
+            log.warning("could not delete the empty registered model %r: %s", name, exc)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call(f"alias {alias} of {name!r}", lambda: self.client.set_registered_model_alias(name, alias, version),

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
@@ -54,6 +54,12 @@ def slack_body(payload: dict[str, Any]) -> dict[str, Any]:
     return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
 
 
+def notification_view(row: Notification) -> dict[str, Any]:
+    return {"id": row.id, "event": row.event, "model_name": row.model_name, "status": row.status,
+            "attempts": row.attempts, "last_error": row.last_error, "created_at": row.created_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(), "payload": row.payload}
+
+
 class Notifier:
     def __init__(self, settings: RegistrySettings, sessions: sessionmaker) -> None:
         self.settings = settings
@@ -84,6 +90,16 @@ class Notifier:
         session.add(row)
         session.flush()
         return row.id
+
+    def recent(self, model: str | None = None, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Notifications, newest first, with how their delivery went."""
+        query = select(Notification).order_by(Notification.id.desc()).limit(limit)
+        if model:
+            query = query.where(Notification.model_name == model)
+        if status:
+            query = query.where(Notification.status == status)
+        with self.sessions() as session:
+            return [notification_view(n) for n in session.scalars(query)]
 
     def submit(self, row_id: int | None) -> None:
         if row_id is not None:

@@ -8,17 +8,18 @@ an approver; a first promotion proposes one from its test split, which an approv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from mlops_common.contracts import GatePolicy, GoldenSetView, PolicyView
 from mlops_common.spec import load_spec_file, spec_path
 from registry_proxy import audit
 from registry_proxy.db import GoldenSetRow, PolicyRow
-from registry_proxy.errors import NotFound, RegistryError
+from registry_proxy.errors import BadRequest, NotFound
 from registry_proxy.settings import RegistrySettings
 
 
@@ -47,7 +48,7 @@ def from_spec_file(settings: RegistrySettings, model: str) -> GatePolicy | None:
                           higher_is_better=metric.get("higher_is_better", True),
                           threshold=metric.get("threshold"), margin=metric.get("margin", 0.0))
     except ValidationError as exc:
-        raise RegistryError(f"the metric block of {spec_path(settings.models_dir, model)} is invalid: {exc}") from exc
+        raise BadRequest(f"the metric block of {spec_path(settings.models_dir, model)} is invalid: {exc}") from exc
 
 
 def get(session: Session, settings: RegistrySettings, model: str) -> PolicyView:
@@ -92,7 +93,7 @@ def in_force(session: Session, settings: RegistrySettings, model: str, seed: Gat
         return put(session, model, from_file, "registry-proxy", f"seeded from models/{model}.yaml",
                    action="policy.seed")
     if seed is None:
-        raise RegistryError(f"model {model!r} has no gate policy: set one with PUT /models/{model}/policy")
+        raise BadRequest(f"model {model!r} has no gate policy: set one with PUT /models/{model}/policy")
     return put(session, model, seed, actor, "seeded from the spec of the model's first retrain job",
                action="policy.seed")
 
@@ -149,3 +150,35 @@ def remove_golden(session: Session, model: str, actor: str, reason: str | None) 
     audit.record(session, actor=actor, action="golden_set.remove", model=model, reason=reason,
                  details={"sha256": row.sha256, "status": row.status})
     session.delete(row)
+
+
+@dataclass
+class Policies:
+    """The policy and golden-set operations the API offers, each in its own transaction."""
+
+    sessions: sessionmaker
+    settings: RegistrySettings
+
+    def get(self, model: str) -> PolicyView:
+        with self.sessions() as session:
+            return get(session, self.settings, model)
+
+    def put(self, model: str, policy: GatePolicy, actor: str, reason: str) -> PolicyView:
+        with self.sessions() as session, session.begin():
+            return put(session, model, policy, actor, reason)
+
+    def golden_set(self, model: str) -> GoldenSetView:
+        with self.sessions() as session:
+            row = golden(session, model)
+            if row is None:
+                raise NotFound(f"model {model!r} has no golden set")
+            return golden_view(row)
+
+    def pin_golden(self, model: str, sha256: str, actor: str, reason: str | None, source: str | None,
+                   rows: int | None) -> GoldenSetView:
+        with self.sessions() as session, session.begin():
+            return pin_golden(session, model, sha256, actor, reason, source, rows)
+
+    def remove_golden(self, model: str, actor: str, reason: str | None) -> None:
+        with self.sessions() as session, session.begin():
+            remove_golden(session, model, actor, reason)

@@ -1,9 +1,12 @@
-"""Request bodies."""
+"""Request bodies and the shapes of the answers (the OpenAPI document shows both).
+
+Times in answers are ISO 8601 strings, as the service writes them; free-form maps (tags, metrics, details,
+evidence, payloads) are passed through as they are."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -66,6 +69,12 @@ class GoldenSetPin(Body):
     reason: str = Field("", max_length=2000)
 
 
+class View(BaseModel):
+    """An answer: every field the service wrote is kept, declared or not."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class PrincipalView(BaseModel):
     name: str
     role: str
@@ -93,3 +102,135 @@ class PrincipalDetail(PrincipalView):
 class NewToken(TokenView):
     principal: str
     token: str = Field(description="the API token: shown only now, stored only as a hash")
+
+
+class ModelSummary(View):
+    name: str
+    description: str
+    aliases: dict[str, str] = Field(description="alias -> version")
+    production_version: str | None
+    latest_version: str | None
+    created_at: str | None
+    updated_at: str | None
+
+
+class VersionView(View):
+    version: str
+    aliases: list[str]
+    status: str | None
+    run_id: str | None
+    experiment_id: str | None
+    source: str | None
+    created_at: str | None
+    description: str
+    tags: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="the run's metrics (null where not finite)")
+
+
+class ModelDetail(ModelSummary):
+    versions: list[VersionView] = Field(description="newest first")
+
+
+class PromoteResult(View):
+    model_name: str
+    production_version: str
+    previous_version: str | None
+    changed: bool = Field(description="false when the version already was in production")
+
+
+class RollbackResult(View):
+    model_name: str
+    production_version: str
+    rolled_back_version: str | None
+    previous_version: str | None = Field(description="always null: a rolled-back version is no rollback target")
+
+
+class IncidentView(View):
+    id: int
+    model_name: str
+    version: str | None = Field(description="the production version when the incident was opened")
+    reason: str
+    opened_by: str
+    opened_at: str | None
+
+
+class DoraReport(View):
+    model_name: str
+    window_days: float
+    window_start: str
+    window_end: str
+    deployments: int
+    deployment_frequency_per_day: float
+    lead_time_seconds: float | None
+    lead_time_seconds_mean: float | None
+    lead_time_samples: int
+    rollbacks: int
+    change_failure_ratio: float | None
+    restores: int
+    time_to_restore_seconds: float | None
+    degraded: bool
+    degraded_since: str | None
+    open_incidents: int
+
+
+class DecisionMetric(View):
+    name: str
+    higher_is_better: bool
+    threshold: float | None
+
+
+class DecisionView(View):
+    id: int
+    model_name: str
+    version: str
+    status: Literal["pending", "approved", "rejected", "superseded"]
+    job_id: str | None
+    run_id: str | None
+    metric: DecisionMetric
+    challenger_score: float | None
+    production_version: str | None
+    production_score: float | None
+    dataset_digest: str | None
+    reason: str | None
+    requested_at: str | None
+    created_at: str | None
+    decided_at: str | None
+    decided_by: str | None
+    comment: str | None
+    evidence: dict[str, Any]
+    links: dict[str, str] = Field(description="ui, version and (when known) the MLflow run")
+
+
+class AuditEntryView(View):
+    id: int
+    time: str | None
+    actor: str
+    on_behalf_of: str | None
+    action: str
+    model_name: str
+    from_version: str | None
+    to_version: str | None
+    reason: str | None
+    metrics: dict[str, Any]
+    details: dict[str, Any]
+
+
+class AuditPage(View):
+    items: list[AuditEntryView] = Field(description="newest first")
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+    next_before_id: int | None = Field(description="the cursor for the next page (pass it as before_id)")
+
+
+class NotificationView(View):
+    id: int
+    event: str
+    model_name: str
+    status: Literal["pending", "sent", "failed"]
+    attempts: int
+    last_error: str | None
+    created_at: str
+    updated_at: str
+    payload: dict[str, Any]

@@ -6,13 +6,11 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from sqlalchemy import select
-
+from mlops_common.errors import ServiceError
+from mlops_common.names import Tag
 from registry_proxy import audit
 from registry_proxy.context import AppContext
-from registry_proxy.db import Decision
-from registry_proxy.errors import RegistryError
-from registry_proxy.governance import decision_dict
+from registry_proxy.governance import Governance
 from registry_proxy.views import model_summary
 
 MAX_MODELS = 50
@@ -91,8 +89,8 @@ def _models_section(ctx: AppContext) -> str:
                 tags = mv.tags or {}
                 rows.append(
                     f'<tr data-version="{_e(version)}"><td>v{_e(version)}</td><td>{_aliases(held)}</td>'
-                    f"<td>{_e(tags.get('mlops.gate.outcome', ''))}</td>"
-                    f"<td>{_e(tags.get('mlops.gate.challenger_score', ''))}</td>"
+                    f"<td>{_e(tags.get(Tag.GATE_OUTCOME, ''))}</td>"
+                    f"<td>{_e(tags.get(Tag.GATE_CHALLENGER_SCORE, ''))}</td>"
                     f"<td><code>{_e((mv.run_id or '')[:12])}</code></td></tr>")
             production = summary["production_version"]
             parts.append(
@@ -102,7 +100,7 @@ def _models_section(ctx: AppContext) -> str:
                 "<table><tr><th>version</th><th>aliases</th><th>gate</th><th>score</th><th>run</th></tr>"
                 + "".join(rows) + "</table></section>")
         return "".join(parts) or "<p>No registered models yet.</p>"
-    except RegistryError as exc:
+    except ServiceError as exc:
         return f'<p class="banner">{_e(exc.detail)}</p>'
 
 
@@ -147,11 +145,8 @@ def _audit_section(rows: list[dict[str, Any]]) -> str:
 
 
 def render_page(ctx: AppContext) -> str:
-    with ctx.sessions() as session:
-        pending = [decision_dict(d, ctx) for d in session.scalars(
-            select(Decision).where(Decision.status == "pending").order_by(Decision.id.desc()).limit(100))]
-        recent, _ = audit.page(session, model=None, action=None, limit=25, offset=0)
-        audit_rows = [audit.to_dict(r) for r in recent]
+    pending = Governance(ctx).decisions(status="pending", limit=100)
+    audit_rows = audit.listing(ctx.sessions, model=None, action=None, limit=25, offset=0, before_id=None)["items"]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>registry-proxy</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>

@@ -1,4 +1,4 @@
-"""JSON views of MLflow registry objects."""
+"""The registry's read side: JSON views of MLflow's registered models and versions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 
-from mlops_common.mlflow_utils import PRODUCTION
+from mlops_common.names import PRODUCTION_ALIAS
 from registry_proxy.jsonsafe import finite
 from registry_proxy.mlflow_registry import Registry
 
@@ -23,7 +23,7 @@ def model_summary(model: RegisteredModel) -> dict[str, Any]:
         "name": model.name,
         "description": model.description or "",
         "aliases": aliases,
-        "production_version": aliases.get(PRODUCTION),
+        "production_version": aliases.get(PRODUCTION_ALIAS),
         "latest_version": str(latest) if latest is not None else None,
         "created_at": _time(model.creation_timestamp),
         "updated_at": _time(model.last_updated_timestamp),
@@ -50,3 +50,18 @@ def version_view(mv: ModelVersion, registry: Registry, aliases: dict[str, str] |
         "tags": dict(mv.tags or {}),
         "metrics": finite(metrics),
     }
+
+
+def list_models(registry: Registry) -> list[dict[str, Any]]:
+    return [model_summary(m) for m in registry.list_models()]
+
+
+def model_detail(registry: Registry, name: str, limit: int) -> dict[str, Any]:
+    """A model with its newest ``limit`` versions."""
+    summary = model_summary(registry.get_model(name))
+    versions = registry.versions(name)[:limit]
+    return {**summary, "versions": [version_view(v, registry, summary["aliases"]) for v in versions]}
+
+
+def version_detail(registry: Registry, name: str, version: str) -> dict[str, Any]:
+    return version_view(registry.get_version(name, version), registry, registry.aliases(name))

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from mlops_common.auth import AuthError, Permission, authorize
-from registry_proxy.context import Ctx
+from registry_proxy.deps import Ctx
 from registry_proxy.ui import render_page, sign_in_page
 
 router = APIRouter(tags=["ui"])
