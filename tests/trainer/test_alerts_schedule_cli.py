@@ -3,9 +3,9 @@ trainer-beat's cron schedules, and the `mlops` CLI, against real processes."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -16,6 +16,7 @@ import yaml
 from mlops_common.spec import ModelSpec
 from tests.support import processes as p
 from tests.support.auth import ADMIN_TOKEN, TRAINER_TOKEN
+from tests.support.waiting import wait_for
 from tests.trainer.helpers import text_spec, wait_job
 from trainer import cli
 from trainer.jobs import JobStore, connect
@@ -145,12 +146,28 @@ def test_grid_expands_into_trials() -> None:
     assert "tfidf-logreg[C=0.1,min_df=1]" in labels
 
 
+SCHEDULED = ("cron-model", "cron-other")
+UNSCHEDULED = ("cron-never", "cron-invalid")
+SLOTS_TO_SEE = 2
+
+
+def scheduled_slots(jobs: list[dict]) -> list[datetime]:
+    """The cron slot of each scheduled job (its idempotency key), oldest first."""
+    assert all(j["source"] == "schedule" and j["idempotency_key"].startswith("schedule:") for j in jobs), jobs
+    return sorted(datetime.fromisoformat(j["idempotency_key"].removeprefix("schedule:")) for j in jobs)
+
+
 @pytest.mark.slow
 def test_beat_submits_scheduled_retrains(base_env: dict[str, str], log_dir: Path, tmp_path: Path) -> None:
-    """A spec with `schedule: "* * * * *"` gets one retrain per minute slot from trainer-beat."""
+    """Specs with `schedule: "* * * * *"` get one retrain per minute slot from trainer-beat: followed over two
+    slots, each of two scheduled models has exactly one job for every minute from its first slot on (none for the
+    minute beat started in: the first tick only starts counting), and the specs without a valid schedule none."""
     data = tmp_path / "d.csv"
     pd.DataFrame({"text": ["a b", "c d"] * 20, "label": ["x", "y"] * 20}).to_csv(data, index=False)
-    (tmp_path / "cron-model.yaml").write_text(yaml.safe_dump({**text_spec(data), "schedule": "* * * * *"}))
+    for name in SCHEDULED:
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(text_spec(data, schedule="* * * * *")))
+    (tmp_path / "cron-never.yaml").write_text(yaml.safe_dump(text_spec(data)))
+    (tmp_path / "cron-invalid.yaml").write_text(yaml.safe_dump(text_spec(data, schedule="every minute")))
     with p.redis_database() as redis_url:
         env = {**base_env, "REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "MODELS_DIR": str(tmp_path),
                "CELERY_QUEUE": f"beat-{uuid.uuid4().hex[:6]}", "SCHEDULE_TICK_SECONDS": "2"}
@@ -158,17 +175,31 @@ def test_beat_submits_scheduled_retrains(base_env: dict[str, str], log_dir: Path
                     "--schedule", str(tmp_path / "beat-schedule")]
         worker_cmd = [str(p.VENV_BIN / "celery"), "-A", "trainer.celery_app", "worker", "--loglevel", "INFO",
                       "--concurrency", "1", "--queues", env["CELERY_QUEUE"], "--hostname", "beatw@%h"]
+        started = datetime.now(UTC)
         beat = p.Process("trainer-beat", beat_cmd, env, log_dir).start()
         worker = p.Process("trainer-worker-beat", worker_cmd, env, log_dir).start()
         store = JobStore(connect(redis_url))
+
+        def jobs() -> dict[str, list[dict]]:
+            return {name: store.list(model_name=name) for name in SCHEDULED + UNSCHEDULED}
+
         try:
-            deadline = time.monotonic() + 150
-            jobs: list[dict] = []
-            while time.monotonic() < deadline and not jobs:
-                jobs = store.list(model_name="cron-model")
-                time.sleep(1)
-            assert len(jobs) == 1, (beat.log_tail(), worker.log_tail())
-            assert jobs[0]["source"] == "schedule" and jobs[0]["idempotency_key"].startswith("schedule:")
+            wait_for(lambda: all(len(jobs()[name]) >= SLOTS_TO_SEE for name in SCHEDULED), 240,
+                     f"{SLOTS_TO_SEE} scheduled jobs of each of {SCHEDULED}", interval=1)
+            # Read them well inside a minute, when every tick of it has had its chance to (wrongly) submit again.
+            wait_for(lambda: 10 <= datetime.now(UTC).second <= 50, 30, "the middle of a minute")
+            seen, now = jobs(), datetime.now(UTC)
         finally:
             beat.stop()
             worker.stop()
+    logs = f"{beat.log_tail()}\n{worker.log_tail()}"
+    current_slot = now.replace(second=0, microsecond=0)
+    slots = {name: scheduled_slots(seen[name]) for name in SCHEDULED}
+    first = slots[SCHEDULED[0]][0]
+    expected = [first + timedelta(minutes=i) for i in range(int((current_slot - first) / timedelta(minutes=1)) + 1)]
+    assert first > started, (first, started, logs)
+    assert len(expected) >= SLOTS_TO_SEE, (expected, logs)
+    for name in SCHEDULED:
+        assert slots[name] == expected, (name, slots[name], expected, logs)
+    for name in UNSCHEDULED:
+        assert seen[name] == [], (name, seen[name])
