@@ -21,7 +21,6 @@ export CELERY_BROKER_URL=${CELERY_BROKER_URL:-$REDIS_URL}
 export REGISTRY_URL=${REGISTRY_URL:-http://127.0.0.1:$REGISTRY_PORT}
 export MODEL_NAME=${MODEL_NAME:-sms-spam}
 export DATASETS_DIR=${DATASETS_DIR:-$DEV/datasets}
-export PYTHONPATH=$ROOT/services/common:$ROOT/services/trainer:$ROOT/services/registry-proxy:$ROOT/services/predictor
 export PATH=$BIN:$PATH
 # DEV_MLFLOW_AUTH=1: MLflow runs its basic-auth app through docker/mlflow/entrypoint.sh (as in the image), with the
 # admin and per-service passwords generated once into .dev/secrets/ (mode 600, kept across restarts) and each

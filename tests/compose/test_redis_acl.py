@@ -201,13 +201,12 @@ def test_a_celery_worker_and_client_run_tasks_as_the_trainer_user(server: Server
     server.client(INSPECTOR).acl_log_reset()  # the other tests' deliberate refusals
     url = server.url("trainer")
     env = {"ENVIRONMENT": "test", "REDIS_URL": url, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
-           "CELERY_QUEUE": QUEUE, "DATASETS_DIR": str(tmp_path / "datasets"), "GIT_PYTHON_REFRESH": "quiet",
-           "PYTHONPATH": f"{tmp_path}{os.pathsep}{p.PYTHONPATH}"}
+           "CELERY_QUEUE": QUEUE, "DATASETS_DIR": str(tmp_path / "datasets"), "GIT_PYTHON_REFRESH": "quiet"}
     node = f"acl-probe-{server.port}@localhost"
     # as trainer-worker runs it (docker-compose.yml): prefork, one job at a time, acks late
     worker = p.Process(f"celery-acl-{server.port}", [
-        str(p.VENV_BIN / "celery"), "-A", "acl_probe", "worker", "--loglevel", "INFO", "--hostname", node,
-        "--queues", QUEUE, "--concurrency", "1"], env, log_dir).start()
+        str(p.VENV_BIN / "celery"), "--workdir", str(tmp_path), "-A", "acl_probe", "worker", "--loglevel", "INFO",
+        "--hostname", node, "--queues", QUEUE, "--concurrency", "1"], env, log_dir).start()
     full_env = {**os.environ, **env, "PATH": f"{p.VENV_BIN}:{os.environ['PATH']}"}
     try:
         deadline = time.monotonic() + 120

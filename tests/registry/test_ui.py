@@ -13,7 +13,7 @@ from tests.registry.helpers import SERVICE, Jobs, aliases
 from tests.support.auth import ADMIN_TOKEN
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev dependency group")
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian's chromium is not installed (.ci/run installs it)")

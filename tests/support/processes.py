@@ -29,9 +29,6 @@ import redis
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-PYTHONPATH = os.pathsep.join(
-    str(REPO / "services" / part) for part in ("common", "trainer", "registry-proxy", "predictor")
-)
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_ADMIN_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -109,8 +106,7 @@ class Process:
 
     def start(self) -> Process:
         inherited = {k: v for k, v in os.environ.items() if k not in MLFLOW_CREDENTIAL_VARS}
-        full_env = {**inherited, "PYTHONPATH": PYTHONPATH, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-                    **service_credentials(self.cmd, self.env)}
+        full_env = {**inherited, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **service_credentials(self.cmd, self.env)}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=REPO, start_new_session=True)
