@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "services" / "common")]
+sys.path[:0] = [str(REPO)]  # for tests.support
 os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 

@@ -18,17 +18,11 @@ import io
 import os
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for part in ("common", "trainer"):
-    if str(ROOT / "services" / part) not in sys.path:
-        sys.path.insert(0, str(ROOT / "services" / part))
+import httpx
 
-import httpx  # noqa: E402
-
-from trainer import taxi  # noqa: E402
-from trainer.cli import token_from_env  # noqa: E402 - the `mlops` CLI's rule for the token
+from trainer import taxi
+from trainer.cli import token_from_env  # the `mlops` CLI's rule for the token
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
