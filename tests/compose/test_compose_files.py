@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.support.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = [REPO / "services" / s / "Dockerfile" for s in ("trainer", "registry-proxy", "predictor")] + [
@@ -44,14 +45,7 @@ def load(name: str) -> dict:
     return yaml.safe_load((REPO / name).read_text())
 
 
-def _secrets_init():
-    spec = importlib.util.spec_from_file_location("secrets_init", REPO / "docker/secrets-init/secrets_init.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-secrets_init = _secrets_init()
+secrets_init = load_script("docker/secrets-init/secrets_init.py")
 
 
 def secret_files_named(service: dict) -> set[str]:

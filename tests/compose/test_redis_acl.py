@@ -6,7 +6,6 @@ user's URL run a task, a chord and the workers' healthcheck (`celery inspect pin
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 import redis
 
 from tests.support import processes as p
+from tests.support.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 QUEUE = "training"  # the defaults compose renders the ACL with
@@ -29,14 +29,7 @@ PREFIX = "mlops:predictor"
 INSPECTOR = "acl-inspector"  # added by this test only, to read ACL LOG
 
 
-def _secrets_init():
-    spec = importlib.util.spec_from_file_location("secrets_init", REPO / "docker/secrets-init/secrets_init.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-secrets_init = _secrets_init()
+secrets_init = load_script("docker/secrets-init/secrets_init.py")
 
 
 @dataclass

@@ -4,7 +4,6 @@ volumes: generated once and kept, overridden by the environment, each service's 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import subprocess
@@ -14,11 +13,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from tests.support.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "docker/secrets-init/secrets_init.py"
-_spec = importlib.util.spec_from_file_location("secrets_init", SCRIPT)
-secrets_init = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(secrets_init)
+secrets_init = load_script("docker/secrets-init/secrets_init.py")
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ from tests.observability.stack import (
     WEAK,
     Stack,
     fares,
-    sms_subset,
     tabular_spec,
     text_spec,
     unique,
 )
 from tests.support import processes as p
+from tests.support.data import sms_subset
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def stack(prometheus: Prometheus, trainer_url: str, registry_url: str, mlflow_ur
               auth=mlflow_credentials.basic_auth("prometheus"))
     s.models = {"text": unique("obs-text"), "tabular": unique("obs-fares"), "pending": unique("obs-pending")}
     try:
-        sms = sms_subset(data / "sms.csv")
+        sms = sms_subset(data / "sms.csv", rows=800)
         s.start_predictor("text", s.models["text"])
         s.start_predictor("pending", s.models["pending"])
 

@@ -37,6 +37,7 @@ class AlertRule:
     threshold: float
     for_: str
     labels: dict[str, str]
+    reduce_mode: str | None = None  # of Grafana's reduce step: "dropNN" drops NaN and infinities before reducing
 
 
 def load_yaml(path: Path) -> Any:
@@ -75,7 +76,8 @@ def alert_rules() -> list[AlertRule]:
                 reduce = data[threshold["expression"]]["model"]
                 query = data[reduce["expression"]]["model"]
                 rules.append(AlertRule(rule["uid"], rule["title"], query["expr"], evaluator["type"],
-                                       float(evaluator["params"][0]), rule["for"], rule.get("labels", {})))
+                                       float(evaluator["params"][0]), rule["for"], rule.get("labels", {}),
+                                       (reduce.get("settings") or {}).get("mode")))
     return rules
 
 

@@ -4,7 +4,6 @@ pending, failed, fed back, drifting)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from mlops_common.settings import REPO_ROOT
 from tests.observability.prometheus import Prometheus
+from tests.support import data, jobs, registry
 from tests.support import processes as p
 from tests.support.auth import ADMIN
 
@@ -34,14 +33,6 @@ DRIFT_WINDOW = 200
 QUALITY_WINDOW = 20
 
 
-def sms_subset(path: Path, rows: int = 800, seed: int = 1) -> Path:
-    frame = pd.read_csv(REPO_ROOT / "data" / "sms_spam.csv")
-    share = rows / len(frame)
-    sample = pd.concat(group.sample(frac=share, random_state=seed) for _, group in frame.groupby("label"))
-    sample.to_csv(path, index=False)
-    return path
-
-
 def fares(path: Path, rows: int = 300, seed: int = 2) -> Path:
     rng = np.random.default_rng(seed)
     distance = rng.uniform(0.5, 20, rows)
@@ -52,10 +43,7 @@ def fares(path: Path, rows: int = 300, seed: int = 2) -> Path:
 
 
 def text_spec(uri: Path, threshold: float, candidates: list[dict]) -> dict[str, Any]:
-    return {"task": "text-classification",
-            "data": {"uri": str(uri), "text_column": "text", "label_column": "label"},
-            "metric": {"name": "f1_macro", "higher_is_better": True, "threshold": threshold},
-            "candidates": candidates, "drift": {"window_size": DRIFT_WINDOW}}
+    return data.text_spec(uri, threshold, candidates, drift={"window_size": DRIFT_WINDOW})
 
 
 def tabular_spec(uri: Path) -> dict[str, Any]:
@@ -96,22 +84,8 @@ class Stack:
             proc.stop()
 
     # --- trainer and registry ---------------------------------------------------------------------------
-    def retrain(self, model_name: str, spec: dict[str, Any], wait: bool = True) -> dict[str, Any]:
-        response = httpx.post(f"{self.trainer_url}/retrain", json={"model_name": model_name, "spec": spec},
-                              headers=ADMIN, timeout=30)
-        assert response.status_code == 202, response.text
-        job_id = response.json()["job_id"]
-        return self.wait_job(job_id) if wait else {"job_id": job_id}
-
-    def wait_job(self, job_id: str, timeout: float = 300) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        job: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            job = httpx.get(f"{self.trainer_url}/jobs/{job_id}", timeout=10).json()
-            if job["status"] in ("succeeded", "failed"):
-                return job
-            time.sleep(0.5)
-        raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")
+    def retrain(self, model_name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return jobs.retrain(self.trainer_url, model_name, spec)
 
     def registry_post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.post(f"{self.registry_url}{path}", json=body or {}, headers=ADMIN, timeout=30)
@@ -127,13 +101,7 @@ class Stack:
 
     # --- predictors -------------------------------------------------------------------------------------
     def wait_served(self, role: str, version: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            model = httpx.get(f"{self.urls[role]}/model", timeout=5)
-            if model.status_code == 200 and str(model.json().get("model_version")) == version:
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"predictor {role} did not serve version {version} within {timeout}s")
+        registry.wait_served(self.urls[role], version, timeout)
 
     def predict(self, role: str, instances: list[Any]) -> httpx.Response:
         return httpx.post(f"{self.urls[role]}/predict", json={"instances": instances}, timeout=30)

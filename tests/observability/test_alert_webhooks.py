@@ -16,9 +16,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.observability.stack import FAST, sms_subset, text_spec, unique
+from tests.observability.stack import FAST, text_spec, unique
 from tests.support import processes as p
 from tests.support.auth import TRAINER_TOKEN, bearer, principal_token
+from tests.support.data import sms_subset
 
 pytestmark = pytest.mark.slow
 PAYLOADS = Path(__file__).parent / "payloads"

@@ -7,6 +7,7 @@ seconds; Grafana's ``for`` durations are not waited for (they are Grafana's, not
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -26,9 +27,16 @@ WINDOW_SECONDS = 10
 
 
 def evaluate(stack: Stack, uid: str) -> dict[str, tuple[dict[str, str], float]]:
-    """The alert's query as Grafana's reduce step sees it: the last value of every series, by label set."""
-    expr = prov.compressed(RULES[uid].expr, f"{WINDOW_SECONDS}s")
-    return {str(sorted(r["metric"].items())): (r["metric"], float(r["value"][1])) for r in stack.prometheus.query(expr)}
+    """The alert's query as Grafana's reduce step sees it: the last value of every series, by label set. In mode
+    dropNN (every rule's) a NaN is no value at all: a ratio over a window without traffic (0/0) is neither above
+    nor below a threshold, so a series is only there once its window holds traffic."""
+    rule = RULES[uid]
+    expr = prov.compressed(rule.expr, f"{WINDOW_SECONDS}s")
+    values = {str(sorted(r["metric"].items())): (r["metric"], float(r["value"][1]))
+              for r in stack.prometheus.query(expr)}
+    if rule.reduce_mode == "dropNN":
+        values = {key: (metric, value) for key, (metric, value) in values.items() if math.isfinite(value)}
+    return values
 
 
 def wait_alert(stack: Stack, uid: str, firing: bool, timeout: float = 60, **labels: str) -> float:

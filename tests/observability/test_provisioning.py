@@ -3,31 +3,23 @@ Prometheus configuration and rules. No services needed."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
-import sys
 
 import pytest
 
 from tests.observability import provisioning as prov
+from tests.support.scripts import load_script
 
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 UID = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
 VARIABLE = re.compile(r"\$(\w+)")
+GRAFANA_BUILD = load_script("infra/grafana/build.py", "grafana_build")
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range"}
 
 
-def _build_module():
-    spec = importlib.util.spec_from_file_location("grafana_build", prov.REPO / "infra/grafana/build.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_generated_files_are_current() -> None:
-    stale = [str(path.relative_to(prov.REPO)) for path, content in _build_module().render().items()
+    stale = [str(path.relative_to(prov.REPO)) for path, content in GRAFANA_BUILD.render().items()
              if not path.exists() or path.read_text() != content]
     assert not stale, f"run `python infra/grafana/build.py` and commit: {stale}"
 

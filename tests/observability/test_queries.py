@@ -3,10 +3,8 @@ stack, returns series: a query that returns nothing is a failing test (wrong met
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 from tests.observability import provisioning as prov
 from tests.observability.stack import Stack
+from tests.support.scripts import load_script
 
 pytestmark = pytest.mark.slow
 
@@ -55,10 +54,7 @@ def test_query_returns_series(stack: Stack, query: prov.Query) -> None:
 @pytest.mark.skipif(not os.environ.get("OBS_RENDER_DIR"), reason="set OBS_RENDER_DIR=<dir> to render the dashboards")
 def test_render_dashboards(stack: Stack) -> None:
     """Opt-in: PNGs of the four dashboards over this run's history (infra/grafana/images was made this way)."""
-    spec = importlib.util.spec_from_file_location("grafana_render", prov.REPO / "infra/grafana/render.py")
-    render = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = render
-    spec.loader.exec_module(render)
+    render = load_script("infra/grafana/render.py", "grafana_render")
     paths = render.render_all(stack.prometheus.url, Path(os.environ["OBS_RENDER_DIR"]), minutes=10,
                               rate_interval="20s")
     assert len(paths) == 4 and all(p.stat().st_size > 10_000 for p in paths)
