@@ -5,7 +5,6 @@ Real MLflow server on Postgres, real Celery worker on Redis, the three services 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +13,14 @@ import httpx
 import pandas as pd
 import pytest
 
-from mlops_common.settings import REPO_ROOT
+from tests.support import data, jobs
 from tests.support.auth import ADMIN, bearer, principal_token
+from tests.support.data import text_spec
+from tests.support.load import Load
+from tests.support.registry import wait_served
 
 pytestmark = pytest.mark.slow
-
+MIN_REQUESTS_DURING_APPROVAL = 20
 FAST_CANDIDATES = [
     {"featurizer": {"type": "tfidf"},
      "estimator": {"type": "logreg", "params": {"max_iter": 1000, "C": 10.0, "class_weight": "balanced"}}},
@@ -33,53 +35,15 @@ WEAK_CANDIDATES = [
 @pytest.fixture(scope="module")
 def sms_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A stratified 1,200-row sample of the real SMS set: big enough to learn, small enough to be quick."""
-    frame = pd.read_csv(REPO_ROOT / "data" / "sms_spam.csv")
-    sample = frame.groupby("label").sample(frac=1200 / len(frame), random_state=1)
-    path = tmp_path_factory.mktemp("data") / "sms_subset.csv"
-    sample.to_csv(path, index=False)
-    return path
-
-
-def text_spec(uri: Path, threshold: float, candidates: list[dict]) -> dict:
-    return {
-        "task": "text-classification",
-        "data": {"uri": str(uri), "text_column": "text", "label_column": "label"},
-        "metric": {"name": "f1_macro", "higher_is_better": True, "threshold": threshold},
-        "candidates": candidates,
-    }
+    return data.sms_subset(tmp_path_factory.mktemp("data") / "sms_subset.csv", rows=1200)
 
 
 def retrain(trainer_url: str, model_name: str, spec: dict) -> dict:
     """POST /retrain as the test admin (an approver: a spec whose metric block changes the gate policy of a
     model already gated is accepted and recorded by registry-proxy as a policy change in the admin's name)."""
-    response = httpx.post(f"{trainer_url}/retrain", json={"model_name": model_name, "spec": spec}, headers=ADMIN,
-                          timeout=30)
-    assert response.status_code == 202, response.text
-    return wait_job(trainer_url, response.json()["job_id"])
-
-
-def wait_job(trainer_url: str, job_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    seen_progress = set()
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{trainer_url}/jobs/{job_id}", timeout=10).json()
-        seen_progress.add(job["progress"])
-        assert 0 <= job["progress"] <= 1
-        if job["status"] in ("succeeded", "failed"):
-            print(f"job {job_id}: {job}")
-            return job
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")
-
-
-def wait_served(predictor_url: str, version: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model = httpx.get(f"{predictor_url}/model", timeout=5)
-        if model.status_code == 200 and str(model.json().get("model_version")) == version:
-            return model.json()
-        time.sleep(0.3)
-    raise AssertionError(f"predictor did not serve version {version} within {timeout}s")
+    job = jobs.retrain(trainer_url, model_name, spec, timeout=600)
+    print(f"job {job['job_id']}: {job}")
+    return job
 
 
 def test_retrain_gate_promote_serve(
@@ -143,35 +107,19 @@ def test_retrain_gate_promote_serve(
     decision = next(d for d in pending if d["model_name"] == model_name)
     assert str(decision["version"]) == "3"
 
-    failures: list[str] = []
-    served_versions: set[str] = set()
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with httpx.Client(timeout=10) as client:
-            while not stop.is_set():
-                r = client.post(f"{predictor}/predict", json={"instances": ["free entry to win cash"]})
-                if r.status_code != 200:
-                    failures.append(f"{r.status_code} {r.text[:200]}")
-                else:
-                    served_versions.add(str(r.json()["model_version"]))
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    # Four clients post /predict while the approval ships version 3: every request they send must be answered
+    # with a 200 (a transport error or a client thread that dies is a failure, see tests/support/load.py).
+    with Load(predictor, threads=4, instances=["free entry to win cash"]) as load:
         approved = httpx.post(f"{registry_url}/decisions/{decision['id']}/approve",
                               headers=ADMIN, timeout=60,
                               json={"comment": "approved in the end-to-end test"})
         assert approved.status_code == 200, approved.text
         wait_served(predictor, "3")
         time.sleep(1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert failures == []
-    assert served_versions == {"1", "3"}
+    print(f"approval under load: {load.sent} requests, versions seen {sorted(load.versions)}")
+    assert load.failures == []
+    assert load.answered == load.sent >= MIN_REQUESTS_DURING_APPROVAL
+    assert load.versions == {"1", "3"}
 
 
 def test_bad_retrain_requests_get_clear_client_errors(trainer_url: str, model_name: str, tmp_path: Path) -> None:
@@ -188,7 +136,7 @@ def test_bad_retrain_requests_get_clear_client_errors(trainer_url: str, model_na
     spec = text_spec(missing, 0.5, FAST_CANDIDATES)
     response = httpx.post(f"{trainer_url}/retrain", json={"model_name": model_name, "spec": spec}, headers=ADMIN)
     if response.status_code == 202:  # validated by the worker: the job fails and says which column
-        job = wait_job(trainer_url, response.json()["job_id"], timeout=120)
+        job = jobs.wait_job(trainer_url, response.json()["job_id"], timeout=120)
         assert job["status"] == "failed"
         assert "label" in job["error"]
     else:
