@@ -110,3 +110,12 @@ def test_log_lines_are_json_with_the_request_id(client: TestClient, capsys: pyte
     assert (trained["job_id"], trained["model"], trained["version"]) == ("job-1", "sms-spam", "3")
     after = next(line for line in lines if line["message"] == "after")
     assert "job_id" not in after
+
+
+def test_a_long_reason_is_kept_whole_while_echoed_input_is_cut() -> None:
+    from mlops_common.errors import error_body
+
+    reason = "the policy cannot be changed with a retrain: " + "ask an approver. " * 20
+    assert json.loads(error_body(reason))["detail"] == reason
+    echoed = json.loads(error_body([{"input": "x" * 10_000}]))["detail"][0]["input"]
+    assert len(echoed) < 300

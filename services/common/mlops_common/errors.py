@@ -102,8 +102,10 @@ def safe(value: Any) -> Any:
 
 
 def error_body(detail: Any, **extra: Any) -> bytes:
-    """The error body every service answers with: ``{"detail": ..., **extra}`` as JSON bytes."""
-    return orjson.dumps({"detail": safe(detail), **{k: safe(v) for k, v in extra.items()}})
+    """The error body every service answers with: ``{"detail": ..., **extra}`` as JSON bytes. A sentence the
+    service wrote is kept whole; echoed input (a validation error's list, extra fields) is cut and made safe."""
+    text = detail.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(detail, str) else safe(detail)
+    return orjson.dumps({"detail": text, **{k: safe(v) for k, v in extra.items()}})
 
 
 def error_response(status: int, detail: Any, headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
