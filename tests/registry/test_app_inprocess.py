@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import DataError, OperationalError
 
 import registry_proxy
 from mlops_common.auth import Principal
@@ -53,6 +54,13 @@ class FakeGovernance:
     def decisions(self, status: str | None = None, model: str | None = None, limit: int = 100) -> list[dict]:
         self.calls.append(("decisions", status, model, limit))
         return [DECISION]
+
+    def decision(self, decision_id: int) -> dict[str, Any]:
+        """Fails the way the database does: an id beyond its integers, NUL in text, the connection lost."""
+        errors = {1: DataError("SELECT", {}, Exception("integer out of range")),
+                  2: DataError("INSERT", {}, Exception("PostgreSQL text fields cannot contain NUL (0x00) bytes")),
+                  3: OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))}
+        raise errors[decision_id]
 
 
 DECISION: dict[str, Any] = {
@@ -152,6 +160,17 @@ def test_errors_have_one_body(client: TestClient, governance: FakeGovernance) ->
     assert governance.calls == [("rollback", "m", "errors up", "ann")]
     invalid = client.post("/models/m/promote", json={"version": "one"}, headers=APPROVER)
     assert invalid.status_code == 422 and invalid.json()["detail"][0]["loc"] == ["body", "version"]
+
+
+def test_database_failures_are_the_callers_fault_or_a_503(client: TestClient) -> None:
+    """A value Postgres cannot store is the request's fault (422 with the reason); a lost database is a 503."""
+    out_of_range = client.get("/decisions/1")
+    assert out_of_range.status_code == 422
+    assert out_of_range.json() == {"detail": "a value does not fit the registry database: integer out of range"}
+    nul = client.get("/decisions/2")
+    assert nul.status_code == 422 and nul.json() == {"detail": "text fields cannot contain NUL (0x00) characters"}
+    gone = client.get("/decisions/3")
+    assert gone.status_code == 503 and gone.json() == {"detail": "registry database unavailable, retry later"}
 
 
 def test_a_job_id_that_cannot_be_searched_for_is_refused_before_any_work(app: FastAPI) -> None:
