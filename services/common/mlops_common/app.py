@@ -3,7 +3,8 @@ request ids and metrics, and the same ``/health`` and ``/ready`` (with the servi
 
 A service passes its lifespan (which builds its context and keeps it on ``app.state.ctx``) and a readiness
 check: a function of the request that returns what is wrong (``{"database": "OperationalError"}``, empty when
-ready) and any facts worth showing (``{"model_version": "3"}``).
+ready) and any facts worth showing (``{"model_version": "3"}``). A plain function runs in a worker thread, so
+it may block on I/O; a coroutine function runs on the event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -61,8 +63,10 @@ def create_service_app(*, name: str, version: str, description: str, lifespan: L
              responses={503: {"model": Readiness, "description": "not ready, with the reasons"}})
     async def readiness(request: Request) -> Any:
         """The service can do its work: its dependencies answer (readiness)."""
-        result = ready(request)
-        problems, facts = (await result) if inspect.isawaitable(result) else result
+        if inspect.iscoroutinefunction(ready):
+            problems, facts = await ready(request)
+        else:  # a plain function may block on I/O: off the event loop
+            problems, facts = await run_in_threadpool(ready, request)  # type: ignore[misc]
         if problems:
             body = Readiness(status="unavailable", service=name, version=version, problems=problems,
                              detail="; ".join(f"{k}: {v}" for k, v in problems.items()), **facts)
