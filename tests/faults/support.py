@@ -6,23 +6,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import redis
-from mlflow.tracking import MlflowClient
 
 from tests.predictor.models import register, served_version, sms, text_pipeline  # noqa: F401 - re-exported
 from tests.support import processes as p
+from tests.support.load import HAM, SPAM, Load  # noqa: F401 - re-exported for the suite
+from tests.support.registry import copies_of
+from tests.support.registry import set_alias as set_production  # noqa: F401 - MLflow only, no event
 from tests.support.waiting import wait_for  # noqa: F401 - re-exported for the suite
 
-SPAM = "WINNER!! Claim your free prize now, call 09061701461 to collect your cash award"
-HAM = "Are we still meeting for lunch tomorrow?"
 TEXT_SPEC = {"name": "x", "task": "text-classification",
              "data": {"uri": "data/sms_spam.csv", "text_column": "text", "label_column": "label"},
              "metric": {"name": "f1_macro", "higher_is_better": True, "threshold": 0.5},
@@ -111,20 +109,7 @@ def register_text_model(mlflow_uri: str, name: str, versions: int = 1) -> list[s
     model = text_pipeline(texts, labels)
     first = register(mlflow_uri, name, model, pd.DataFrame({"text": texts[:3]}), "text-classification",
                      texts, model.predict(texts), TEXT_SPEC)
-    client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
-    mv = client.get_model_version(name, first)
-    model_id = getattr(mv, "model_id", None) or mv.source.removeprefix("models:/")
-    out = [first]
-    for _ in range(versions - 1):
-        out.append(str(client.create_model_version(name, source=mv.source, run_id=mv.run_id,
-                                                   model_id=model_id).version))
-    return out
-
-
-def set_production(mlflow_uri: str, name: str, version: str) -> None:
-    """Moves the alias in MLflow only (no event): what a predictor must notice by polling."""
-    MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri).set_registered_model_alias(
-        name, "production", version)
+    return [first, *copies_of(mlflow_uri, name, first, versions - 1)]
 
 
 def stop_all(processes: list[p.Process]) -> None:
@@ -133,52 +118,6 @@ def stop_all(processes: list[p.Process]) -> None:
         proc.signal(signal.SIGTERM)
     for proc in processes:
         proc.stop()
-
-
-@dataclass
-class Load:
-    """Threads posting /predict in a loop until stopped; counts every request and every failure."""
-
-    url: str
-    threads: int = 3
-    sent: int = 0
-    failures: list[str] = field(default_factory=list)
-    versions: set[str] = field(default_factory=set)
-    request_ids: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _workers: list[threading.Thread] = field(default_factory=list)
-
-    def _loop(self) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self._stop.is_set():
-                try:
-                    r = client.post(f"{self.url}/predict", json={"instances": [SPAM, HAM]})
-                    ok = r.status_code == 200
-                    detail = f"{r.status_code} {r.text[:200]}"
-                except httpx.HTTPError as exc:
-                    ok, detail = False, f"{type(exc).__name__}: {exc}"
-                with self._lock:
-                    self.sent += 1
-                    if ok:
-                        body = r.json()
-                        self.versions.add(str(body["model_version"]))
-                        if len(self.request_ids) < 2000:
-                            self.request_ids.append(body["request_id"])
-                    else:
-                        self.failures.append(detail)
-                time.sleep(0.01)
-
-    def __enter__(self) -> Load:
-        self._workers = [threading.Thread(target=self._loop, daemon=True) for _ in range(self.threads)]
-        for t in self._workers:
-            t.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for t in self._workers:
-            t.join(60)
 
 
 def metric_sum(url: str, name: str, **labels: str) -> float:

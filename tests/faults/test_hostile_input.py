@@ -5,6 +5,7 @@ edge cases, path traversal, SSRF to the stack's own addresses) all get a 4xx wit
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from tests.support.auth import ADMIN, SERVICE_TOKEN, TRAINER_TOKEN, bearer
 pytestmark = pytest.mark.slow
 
 EXAMPLES_PER_OPERATION = 12
-SECONDS_PER_SERVICE = 60
+# The least the fuzz above sends per service, however slow the machine (about what it sends: see its output).
+MIN_CASES = {"registry": 250, "trainer": 100, "predictor": 40}
 DEEP = 100_000
 SERVICE = bearer(SERVICE_TOKEN)  # the gate takes the trainer service's token only
 ALERTING = bearer(TRAINER_TOKEN)  # what Grafana and Alertmanager send
@@ -33,30 +35,55 @@ ALWAYS_INVALID = {"deeply nested arrays", "deeply nested objects", "NaN", "Infin
 EXTRA_FIELDS_OK = {"NaN", "Infinity"}
 
 
-def fuzz(base_url: str, headers: dict[str, str], budget: float,
-         per_path: dict[str, dict[str, str]] | None = None) -> tuple[int, list[str]]:
-    """Runs generated requests for every operation of the service's OpenAPI document (with ``headers``, or those
-    ``per_path`` gives for an operation's path template); returns (requests sent, server errors seen).
-    Hypothesis generates, the budget bounds the wall time on a busy CI machine."""
+# A 503 is right only while the service is not serving: its detail gives one of the documented reasons (the
+# services' READMEs) and its /ready says 503 at that moment. Any other 503 is a server error like the rest.
+NOT_SERVING = {
+    "registry": re.compile(r"MLflow unavailable|registry database unavailable|another change to model .* is still "
+                           r"running"),
+    "trainer": re.compile(r"the job (store \(Redis|queue \(broker)[^)]*\) is unreachable"
+                          r"|registry-proxy is unreachable"),
+    "predictor": re.compile(r"no production version of model .* is being served yet|the feedback store \(Redis\) is "
+                            r"unavailable"),
+}
+
+
+def not_serving(service: str, base_url: str, response: httpx.Response) -> bool:
+    """Whether a 503 is the service honestly saying it cannot serve (see NOT_SERVING)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    reason = body.get("detail") if isinstance(body, dict) else None
+    if not isinstance(reason, str) or not NOT_SERVING[service].search(reason):
+        return False
+    return httpx.get(f"{base_url}/ready", timeout=30).status_code == 503
+
+
+def fuzz(service: str, base_url: str, headers: dict[str, str],
+         per_path: dict[str, dict[str, str]] | None = None) -> tuple[dict[str, int], list[str]]:
+    """Runs EXAMPLES_PER_OPERATION generated requests (fewer only where Hypothesis runs out of distinct inputs) for
+    every operation of the service's OpenAPI document, with ``headers`` or those ``per_path`` gives for an
+    operation's path template; returns (requests sent per operation, server errors seen)."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
-    deadline = time.monotonic() + budget
-    sent, errors = 0, []
+    sent: dict[str, int] = {}
+    errors: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
+        sent[f"{operation.method.upper()} {operation.path}"] = 0
 
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
                   phases=[Phase.generate], suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def check(case: schemathesis.Case) -> None:
-            nonlocal sent
-            if time.monotonic() > deadline:
-                return
             response = case.call(base_url=base_url, headers=(per_path or {}).get(case.operation.path, headers),
                                  timeout=60)
-            sent += 1
-            if response.status_code >= 500 and response.status_code != 503:
-                errors.append(f"{case.method} {case.formatted_path} {case.body!r:.300} -> "
-                              f"{response.status_code} {response.text[:300]}")
+            sent[f"{case.operation.method.upper()} {case.operation.path}"] += 1
+            if response.status_code < 500:
+                return
+            if response.status_code == 503 and not_serving(service, base_url, response):
+                return
+            errors.append(f"{case.method} {case.formatted_path} {case.body!r:.300} -> "
+                          f"{response.status_code} {response.text[:300]}")
 
         check()
     return sent, errors
@@ -66,17 +93,20 @@ def fuzz(base_url: str, headers: dict[str, str], budget: float,
 def test_property_based_requests_over_the_openapi_find_no_server_error(
     service: str, registry_url: str, trainer_url: str, served_model: tuple[str, str, list[str]]
 ) -> None:
-    """Up to 12 generated requests per operation of each service's OpenAPI (with valid tokens, so the
-    generated bodies reach the handlers) get no 5xx other than 503 (a dependency that is really down)."""
+    """12 generated requests per operation of each service's OpenAPI (fewer only for an operation with fewer
+    distinct inputs; with valid tokens, so the generated bodies reach the handlers), at least MIN_CASES in all,
+    get no 5xx; a 503 only with a documented reason while the service's /ready says it is not serving."""
     url, headers = {
         "registry": (registry_url, ADMIN),
         "trainer": (trainer_url, ADMIN),
         "predictor": (served_model[0], ADMIN),
     }[service]
     per_path = {"/models/{name}/gate": SERVICE} if service == "registry" else None
-    sent, errors = fuzz(url, headers, SECONDS_PER_SERVICE, per_path)
-    print(f"{service}: {sent} generated requests")
-    assert sent > 0
+    started = time.monotonic()
+    sent, errors = fuzz(service, url, headers, per_path)
+    print(f"{service}: {sum(sent.values())} generated requests in {time.monotonic() - started:.0f}s: {sent}")
+    assert [operation for operation, count in sent.items() if count == 0] == []
+    assert sum(sent.values()) >= MIN_CASES[service]
     assert errors == []
 
 

@@ -25,7 +25,10 @@ from tests.faults.support import (
 )
 from tests.support import processes as p
 from tests.support.auth import ADMIN
-from tests.trainer.helpers import sms_subset, submit, text_spec, wait_job
+from tests.support.data import sms_subset, text_spec
+from tests.support.jobs import submit, wait_job
+from tests.support.load import CheckedThread
+from tests.support.registry import promote_through_registry
 
 pytestmark = pytest.mark.slow
 SOAK_SECONDS = 60
@@ -34,9 +37,7 @@ RSS_GROWTH_BOUND = 100 * 1024 * 1024
 
 
 def promote(registry_url: str, name: str, version: str) -> None:
-    r = httpx.post(f"{registry_url}/models/{name}/promote", json={"version": version, "reason": "faults test"},
-                   headers=ADMIN, timeout=60)
-    assert r.status_code == 200, r.text
+    promote_through_registry(registry_url, name, version, reason="faults test")
 
 
 def test_promotions_under_load_fail_no_request(served_model: tuple[str, str, list[str]], registry_url: str) -> None:
@@ -101,8 +102,7 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
             used = 0
             with httpx.Client(timeout=30, headers=ADMIN) as client:  # feedback needs role scientist+
                 while not stop.is_set():
-                    with load._lock:
-                        fresh = load.request_ids[used:used + 5]
+                    fresh = load.fresh_request_ids(used, 5)
                     used += len(fresh)
                     for request_id in fresh:
                         r = client.post(f"{url}/feedback", json={"request_id": request_id, "label": "ham", "index": 1})
@@ -119,9 +119,9 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
                     return
                 jobs.append(wait_job(trainer_url, sent.json()["job_id"], timeout=300))
 
-        feeder = threading.Thread(target=give_feedback, daemon=True)
+        feeder = CheckedThread(give_feedback, name="feedback")
         feeder.start()
-        retrainer = threading.Thread(target=retrain, daemon=True)
+        retrainer = CheckedThread(retrain, name="retrain")
         retrainer.start()
         time.sleep(10)
         warm_rss = rss_bytes(pid)
@@ -133,8 +133,7 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
             promotions += 1
             time.sleep(min(PROMOTE_EVERY_SECONDS, max(0.0, SOAK_SECONDS - (time.monotonic() - start))))
         stop.set()
-        feeder.join(60)
-        retrainer.join(300)
+        thread_problems = feeder.finish(60) + retrainer.finish(300)
     end_rss = rss_bytes(pid)
 
     after_predict = metric_sum(url, "predictor_http_requests_total", handler="/predict", method="POST")
@@ -142,9 +141,10 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
     print(f"soak: {load.sent} predictions, {feedback_sent} feedbacks, {promotions} promotions, "
           f"{len(jobs)} retrains ({[j.get('decision') for j in jobs]}), "
           f"RSS {warm_rss / 2**20:.0f} MB → {end_rss / 2**20:.0f} MB")
+    assert thread_problems == []
     assert load.failures == [] and feedback_failures == []
     assert load.sent > 100 and feedback_sent > 10 and promotions >= 4
-    assert not retrainer.is_alive() and jobs, "no retrain job finished"
+    assert jobs, "no retrain job finished"
     assert all(j["status"] == "succeeded" for j in jobs), jobs
     trained = [j["model_version"] for j in jobs]
     assert len(set(trained)) == len(jobs) and not set(trained) & set(versions), trained
