@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.models import infer_signature
 
+from mlops_common.auth import Principal
 from predictor import __version__
 from predictor.loader import ModelLoader
 from predictor.loading import FetchedVersion, LoadedModel, assemble, load_sklearn_pyfunc
@@ -51,6 +52,13 @@ class FolderLoader(ModelLoader):
                                            example=[SPAM], reference=None, spec=None, fetch_seconds=0.0))
 
         return await asyncio.to_thread(fetch)
+
+
+class Tokens:
+    """Stands in for registry-proxy's answer about a token: one scientist."""
+
+    async def principal(self, token: str) -> Principal | None:
+        return Principal(name="sam", role="scientist") if token == "sam-token" else None
 
 
 class Aliases:
@@ -179,10 +187,22 @@ def test_model_describes_the_served_version(serving: TestClient) -> None:
     assert model["last_swap"]["to_version"] == "1" and model["last_swap"]["reason"] == "poll"
 
 
-def test_feedback_needs_a_token(serving: TestClient) -> None:
+def test_feedback(serving: TestClient) -> None:
+    """Auth first, then the body (a 422 naming the fields at fault, without echoing the input, which may not
+    even be JSON-encodable back), then the store: Redis is unreachable here, so a valid feedback is a 503."""
     request_id = serving.post("/predict", json={"instances": [SPAM]}).json()["request_id"]
     anonymous = serving.post("/feedback", json={"request_id": request_id, "label": "spam"})
     assert anonymous.status_code == 401 and anonymous.json()["detail"]
+    serving.app.state.authenticator = Tokens()  # type: ignore[attr-defined]
+    token = {"Authorization": "Bearer sam-token"}
+    invalid = serving.post("/feedback", content=b'{"instances": [42633352674453659648]}',
+                           headers={**token, "content-type": "application/json"})
+    assert invalid.status_code == 422
+    assert invalid.json() == {"detail": "request_id: Field required; instances: Extra inputs are not permitted"}
+    both = serving.post("/feedback", json={"request_id": request_id}, headers=token)
+    assert both.status_code == 422 and "exactly one of 'label'" in both.json()["detail"]
+    down = serving.post("/feedback", json={"request_id": request_id, "label": "spam"}, headers=token)
+    assert down.status_code == 503 and "feedback store (Redis) is unavailable" in down.json()["detail"]
 
 
 def test_the_openapi_documents_every_body(idle: TestClient) -> None:

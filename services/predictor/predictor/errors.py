@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from mlops_common.errors import Unavailable
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from mlops_common.errors import Unavailable, error_response
 from mlops_common.names import PRODUCTION_ALIAS
 
 
@@ -14,3 +18,11 @@ def not_serving(model_name: str) -> Unavailable:
 
 def not_started() -> Unavailable:
     return Unavailable("the predictor is starting: its lifespan has not run yet")
+
+
+async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+    """A body that does not validate (``/feedback``): 422 with the fields at fault and why, as one sentence
+    (``request_id: Field required; instances: Extra inputs are not permitted``). The input is not echoed."""
+    detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
+                       for e in exc.errors()) or "invalid request"
+    return error_response(422, detail)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import sklearn
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 
 from mlops_common.app import ReadyResult, create_service_app
 from mlops_common.auth import RemoteAuthenticator
@@ -20,6 +21,7 @@ from mlops_common.observability import configure_logging
 from predictor import __version__
 from predictor.context import PredictorContext
 from predictor.deps import get_context
+from predictor.errors import invalid_request
 from predictor.fastpath import FastPredict
 from predictor.routes import routers
 from predictor.service import PredictorService
@@ -77,6 +79,7 @@ def create_app(settings: PredictorSettings | None = None, *,
     app = create_service_app(
         name="predictor", version=__version__, lifespan=lifespan, ready=ready, metrics_namespace="predictor",
         description="Serves the production version of one registered model; follows the registry.")
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     app.state.auth_open_reads = settings.open_reads
     for router in routers:
         app.include_router(router)
