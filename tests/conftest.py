@@ -71,17 +71,21 @@ def mlflow_credentials(mlflow_server: p.MlflowServer) -> p.MlflowCredentials:
 @pytest.fixture(scope="session")
 def mlflow_uri(mlflow_server: p.MlflowServer, mlflow_credentials: p.MlflowCredentials) -> Iterator[str]:
     """The tracking URI. The test process itself talks to MLflow as its admin (tests register versions and
-    move aliases directly, as an operator would); the services never inherit that (tests/support/processes)."""
-    saved = {k: os.environ.get(k) for k in p.MLFLOW_CREDENTIAL_VARS}
-    os.environ.update(mlflow_credentials.env(mlflow_credentials.admin_username))
-    try:
+    move aliases directly, as an operator would); the services never inherit that (tests/support/processes),
+    nor do the tests that do not use MLflow (``_mlflow_admin_only_where_used``)."""
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in mlflow_credentials.env(mlflow_credentials.admin_username).items():
+            env.setenv(key, value)
         yield mlflow_server.uri
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_admin_only_where_used(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's client reads its credentials from os.environ, so ``mlflow_uri`` puts the admin's there for the rest
+    of the session; a test that does not use MLflow runs without them, whichever tests ran before it."""
+    if "mlflow_uri" not in request.fixturenames:
+        for var in p.MLFLOW_CREDENTIAL_VARS:
+            monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture(scope="session")

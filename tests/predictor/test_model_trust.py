@@ -22,12 +22,11 @@ import mlflow
 import pandas as pd
 import pytest
 import redis
-from mlflow.models import Model, infer_signature
+from mlflow.models import Model
 
 from mlops_common import mlflow_utils
 from mlops_common.events import ModelEvent
 from tests.predictor.models import (
-    REQUIREMENTS,
     TRUSTED,
     metric_value,
     promote,
@@ -76,18 +75,6 @@ class TrustStack:
             wait_for(lambda: served_version(self.url) == self.good, timeout=30, what="good version served")
 
 
-def register_logged(mlflow_uri: str, name: str, model: Any, texts: list[str], **log_kwargs: Any) -> str:
-    """Log and register like ``models.register``, with the given log_model arguments and no fallback."""
-    mlflow.set_tracking_uri(mlflow_uri)
-    mlflow.set_registry_uri(mlflow_uri)
-    mlflow.set_experiment(f"predictor-tests-{name}")
-    example = pd.DataFrame({"text": texts[:2]})
-    with mlflow.start_run() as run:
-        mlflow.sklearn.log_model(model, name="model", signature=infer_signature(example, model.predict(example)),
-                                 input_example=example, pip_requirements=REQUIREMENTS, **log_kwargs)
-    return str(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)
-
-
 @pytest.fixture(scope="module")
 def stack(start_predictor: Callable[..., str], mlflow_uri: str, redis_url: str, base_env: dict[str, str],
           log_dir: Path) -> TrustStack:
@@ -108,7 +95,8 @@ def untrusted(stack: TrustStack) -> str:
     texts, labels = sms(300, offset=300)
     pipe = text_pipeline(texts, labels)
     pipe.named_steps["model"].provenance_ = fractions.Fraction(1, 3)
-    version = register_logged(stack.mlflow_uri, stack.name, pipe, texts, skops_trusted_types=[*TRUSTED, EXTRA_TYPE])
+    version = register(stack.mlflow_uri, stack.name, pipe, pd.DataFrame({"text": texts[:2]}),
+                       skops_trusted_types=[*TRUSTED, EXTRA_TYPE])
     flavor = Model.load(mlflow_utils.model_uri(stack.name, version)).flavors["sklearn"]
     assert EXTRA_TYPE in flavor["skops_trusted_types"]  # the model vouches for it; the predictor must not care
     return version
@@ -152,8 +140,8 @@ def test_the_setting_adds_a_type_to_the_allowlist(start_predictor: Callable[...,
 def test_a_pickle_model_is_refused_unless_allowed(stack: TrustStack) -> None:
     stack.serve_good()
     texts, labels = sms(300, offset=600)
-    pickled = register_logged(stack.mlflow_uri, stack.name, text_pipeline(texts, labels), texts,
-                              serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE)
+    pickled = register(stack.mlflow_uri, stack.name, text_pipeline(texts, labels), pd.DataFrame({"text": texts[:2]}),
+                       serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE)
     stack.promote(pickled)
     model = wait_for(lambda: pickled in (m := stack.model())["failed_versions"] and m, timeout=30,
                      what="pickle version refused")

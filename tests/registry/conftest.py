@@ -9,12 +9,11 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tests.registry.helpers import EventTap, OwnRegistry, Receiver
 from tests.support import processes as p
-from tests.support.mlflow_auth import let_registry_proxy_manage
+from tests.support.registry import add_version
 
 EXPERIMENT = "registry-proxy-tests"
 
@@ -50,19 +49,12 @@ def register(mlflow_client: MlflowClient, mlflow_uri: str, tiny_model_id: str) -
     assert experiment is not None
 
     def _register(name: str, tags: dict[str, str] | None = None, **metrics: float) -> str:
-        try:
-            mlflow_client.create_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        let_registry_proxy_manage(mlflow_uri, name)
         run = mlflow_client.create_run(experiment.experiment_id)
         for key, value in (metrics or {"f1_macro": 0.9}).items():
             mlflow_client.log_metric(run.info.run_id, key, value)
         mlflow_client.set_terminated(run.info.run_id)
-        mv = mlflow_client.create_model_version(name, source=f"models:/{tiny_model_id}",
-                                                 run_id=run.info.run_id, model_id=tiny_model_id, tags=tags)
-        return str(mv.version)
+        return add_version(mlflow_client, mlflow_uri, name, f"models:/{tiny_model_id}", run.info.run_id, tiny_model_id,
+                           tags)
 
     return _register
 
