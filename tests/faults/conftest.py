@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -37,7 +36,7 @@ print(json.dumps(routes))
 def app_routes(modules: list[str], env: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
     """Every (method, path) each FastAPI app in ``modules`` serves, read from the app itself (one subprocess per
     app, with the service's environment, run side by side), including routes hidden from the OpenAPI document."""
-    full_env = {**os.environ, **env}
+    full_env = {**p.inherited_env(), **env}
     procs = {module: subprocess.Popen([sys.executable, "-c", ROUTES_SCRIPT, module], env=full_env, cwd=p.REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for module in modules}

@@ -80,8 +80,17 @@ def redis_database() -> Iterator[str]:
 # MLflow user, picked from MLOPS_TEST_MLFLOW_PASSWORDS (a JSON object user → password that tests/conftest.py
 # puts in the services' environment) by what the command runs.
 MLFLOW_CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+# MLflow's fluent API writes the test process's own choices into os.environ for subprocesses to inherit
+# (set_tracking_uri, set_registry_uri, set_experiment, start_run): a child of ours must not inherit them.
+MLFLOW_CLIENT_STATE_VARS = (*MLFLOW_CREDENTIAL_VARS, "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+                            "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
 TEST_PASSWORDS_VAR = "MLOPS_TEST_MLFLOW_PASSWORDS"
 SERVICE_OF_COMMAND = (("registry_proxy.", "registry-proxy"), ("trainer.", "trainer"), ("predictor.", "predictor"))
+
+
+def inherited_env() -> dict[str, str]:
+    """The test process's environment without its MLflow client state: what every child starts from."""
+    return {k: v for k, v in os.environ.items() if k not in MLFLOW_CLIENT_STATE_VARS}
 
 
 def service_credentials(cmd: list[str], env: Mapping[str, str]) -> dict[str, str]:
@@ -105,8 +114,8 @@ class Process:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
-        inherited = {k: v for k, v in os.environ.items() if k not in MLFLOW_CREDENTIAL_VARS}
-        full_env = {**inherited, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **service_credentials(self.cmd, self.env)}
+        full_env = {**inherited_env(), "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+                    **service_credentials(self.cmd, self.env)}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=REPO, start_new_session=True)
@@ -191,7 +200,7 @@ def write_mlflow_auth_ini(path: Path, creds: MlflowCredentials) -> Path:
 def provision_mlflow_users(uri: str, creds: MlflowCredentials, log_dir: Path, timeout: float = 180) -> None:
     """Runs docker/mlflow/provision_users.py as the admin for every service user; passwords travel in env vars
     (never on a command line) and its output goes to a log file."""
-    env = {**os.environ, **creds.env(creds.admin_username)}
+    env = {**inherited_env(), **creds.env(creds.admin_username)}
     args = [sys.executable, str(PROVISION_USERS), "--tracking-uri", uri, "--manager", "registry-proxy",
             "--experiment-writer", "trainer", "--timeout", str(int(timeout))]
     for user in MLFLOW_SERVICE_USERS:
