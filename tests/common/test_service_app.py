@@ -119,3 +119,11 @@ def test_a_long_reason_is_kept_whole_while_echoed_input_is_cut() -> None:
     assert json.loads(error_body(reason))["detail"] == reason
     echoed = json.loads(error_body([{"input": "x" * 10_000}]))["detail"][0]["input"]
     assert len(echoed) < 300
+
+
+def test_an_echoed_integer_past_64_bits_renders(client: TestClient) -> None:
+    huge = client.post("/items", content=b'{"name": 123456789012345678901234567890, "count": 1}',
+                       headers={"content-type": "application/json"})
+    assert huge.status_code == 422
+    assert huge.json()["detail"][0]["loc"] == ["body", "name"]
+    assert huge.json()["detail"][0]["input"] == "123456789012345678901234567890"

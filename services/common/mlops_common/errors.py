@@ -86,8 +86,11 @@ class Unavailable(ServiceError):
 
 
 def safe(value: Any) -> Any:
-    """``value`` made JSON-safe: non-finite floats as strings, unpaired surrogates escaped, long text cut."""
+    """``value`` made JSON-safe: non-finite floats and integers past 64 bits as strings, unpaired surrogates
+    escaped, long text cut."""
     if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:  # past what JSON encoders take as a number
         return str(value)
     if isinstance(value, str):
         text = value if len(value) <= MAX_ECHO_CHARS else value[:MAX_ECHO_CHARS] + "…"
