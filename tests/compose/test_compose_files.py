@@ -261,17 +261,22 @@ def test_every_setting_of_env_example_reaches_a_service(base: dict) -> None:
     assert listed - reaching - compose_sets == set()
 
 
-def test_dockerfiles_install_only_their_own_locked_package_and_run_as_non_root() -> None:
-    """Each image installs its own workspace package from uv.lock (dependencies in a layer before the code)."""
+def test_dockerfiles_install_only_their_own_locked_packages_share_layers_and_run_as_non_root() -> None:
+    """Each image installs its own workspace package (the services also mlops-common) from uv.lock, dependencies
+    in layers before the code; the lines up to mlops-common's dependencies are the same in the services' images."""
     own = {"trainer": "mlops-trainer", "registry-proxy": "mlops-registry-proxy", "predictor": "mlops-predictor",
            "mlflow": "mlops-mlflow-server"}
+    heads = []
     for path in DOCKERFILES:
         lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
         syncs = [i for i, ln in enumerate(lines) if "uv sync --frozen --no-dev --package " in ln]
-        assert syncs, path
-        assert {re.search(r"--package (\S+)", lines[i])[1] for i in syncs} == {own[path.parent.name]}, path
+        packages = {re.search(r"--package (\S+)", lines[i])[1] for i in syncs}
+        assert own[path.parent.name] in packages and packages <= {own[path.parent.name], "mlops-common"}, path
         first_code_copy = next(i for i, ln in enumerate(lines)
                                if re.match(r"COPY (services|docker)/", ln) and "pyproject.toml" not in ln)
         assert syncs[0] < first_code_copy, path
+        if path.parent.name != "mlflow":
+            heads.append(lines[: syncs[0] + 1])
         users = [ln for ln in lines if ln.startswith("USER ")]
         assert users and users[-1] != "USER root", path
+    assert len(heads) == 3 and all(h == heads[0] for h in heads), "mlops-common's dependency layer must be shared"
