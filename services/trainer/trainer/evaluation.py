@@ -6,11 +6,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
@@ -53,7 +48,9 @@ def score_all(task: str, y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, floa
 
 def confusion_figure(y_true: Iterable[Any], y_pred: Iterable[Any], title: str) -> Figure:
     labels = sorted({str(v) for v in y_true} | {str(v) for v in y_pred})
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    # A bare Figure draws with the Agg canvas and needs no pyplot state or backend choice.
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.subplots()
     skm.ConfusionMatrixDisplay.from_predictions(
         [str(v) for v in y_true], [str(v) for v in y_pred], labels=labels, ax=ax, colorbar=False, cmap="Blues"
     )
@@ -64,7 +61,8 @@ def confusion_figure(y_true: Iterable[Any], y_pred: Iterable[Any], title: str) -
 
 def residual_figure(actual: ArrayLike, predicted: ArrayLike, title: str) -> Figure:
     y_true, y_pred = np.asarray(actual, float), np.asarray(predicted, float)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    fig = Figure(figsize=(9, 4))
+    left, right = fig.subplots(1, 2)
     left.scatter(y_pred, y_true - y_pred, s=6, alpha=0.5)
     left.axhline(0, color="black", linewidth=0.8)
     left.set_xlabel("predicted")

@@ -279,9 +279,6 @@ def log_parent(spec: ModelSpec, prep: Prepared, best: TrialResult, results: list
     else:
         fig = residual_figure(prep.y_test, test_pred, f"{spec.name}: {best.label} on test")
         mlflow.log_figure(fig, "plots/residuals.png")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
 
     try:
         reference = reference_stats(spec, prep, val_pred)
