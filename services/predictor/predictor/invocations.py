@@ -1,12 +1,14 @@
 """MLflow's scoring protocol on /invocations, answered by the served version's pyfunc model.
 
-Parsing and schema enforcement are MLflow's own (``infer_and_parse_data``, ``parse_csv_input`` and
-``PyFuncModel.predict``), so a client of ``mlflow models serve`` gets the same answers here. For text models
-whose input is exactly the one string column, the texts go through the micro-batcher like /predict (the
-pyfunc wrapper would call the same ``pipeline.predict`` on the same strings); the two common JSON shapes of
-such input are read straight from the JSON, without a DataFrame. Anything else, and any input that does not
-fit that shape, is parsed by MLflow and scored by the pyfunc model itself, one request per call. Refusals of
-the protocol answer in MLflow's error shape (:class:`ProtocolError`).
+Parsing and schema enforcement are MLflow's own (``infer_and_parse_data``, ``parse_csv_input``,
+``parse_parquet_input`` and ``PyFuncModel.predict``), and refusals carry the status, ``error_code`` and message
+``mlflow models serve`` gives (``mlflow.pyfunc.scoring_server.invocations``), so its clients get the same answers
+here. For text models whose input is exactly the one string column, the texts go through the micro-batcher like
+/predict (the pyfunc wrapper would call the same ``pipeline.predict`` on the same strings); the two common JSON
+shapes of such input are read straight from the JSON, without a DataFrame. Anything else, and any input that
+does not fit that shape (empty input included), is parsed by MLflow and scored by the pyfunc model itself, one
+request per call. Refusals of the protocol answer in MLflow's error shape (:class:`ProtocolError`), as JSON even
+where MLflow answers plain text (415).
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ import numpy as np
 import orjson
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc.scoring_server import SUPPORTED_FORMATS, infer_and_parse_data, parse_csv_input
+from mlflow.pyfunc.scoring_server import (
+    CONTENT_TYPE_PARQUET,
+    CONTENT_TYPES,
+    REQUIRED_INPUT_FORMAT,
+    SCORING_PROTOCOL_CHANGE_INFO,
+    SERVING_PARAMS_KEY,
+    SUPPORTED_FORMATS,
+    infer_and_parse_data,
+    parse_csv_input,
+    parse_parquet_input,
+)
 
 from mlops_common.errors import ServiceError
 from predictor.batching import ModelError
@@ -30,7 +42,10 @@ from predictor.loading import LoadedModel
 
 JSON = "application/json"
 CSV = "text/csv"
+PARQUET = CONTENT_TYPE_PARQUET
 MAX_MESSAGE_CHARS = 2000
+UNEXPECTED_ERROR = ("Encountered an unexpected error while evaluating the model. Verify that the serialized input "
+                    "Dataframe is compatible with the model for inference.")
 
 
 class ProtocolError(ServiceError):
@@ -38,10 +53,15 @@ class ProtocolError(ServiceError):
     ``detail``, the shape of every other answer). MLflow's messages name the failing column at their end, so
     they are kept whole (up to 2,000 characters) rather than cut like other echoes."""
 
-    error_code = "BAD_REQUEST"
-
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, error_code: str = "BAD_REQUEST") -> None:
         super().__init__(message[:MAX_MESSAGE_CHARS], status_code=status)
+        self.error_code = error_code
+
+    @classmethod
+    def of(cls, exc: MlflowException) -> ProtocolError:
+        """MLflow's own refusal, with its status and error code (a 400 where MLflow would answer a 5xx)."""
+        status = exc.get_http_status_code()
+        return cls(status if 400 <= status < 500 else 400, exc.message, exc.error_code)
 
     @property
     def message(self) -> str:
@@ -53,51 +73,62 @@ class ProtocolError(ServiceError):
 
 
 def media_type(content_type: str) -> str:
-    """JSON or CSV, from an /invocations Content-Type (JSON when absent); 415 for anything else or a charset
-    other than UTF-8."""
-    mime, _, parameters = content_type.partition(";")
+    """JSON, CSV or Parquet, from an /invocations Content-Type (JSON when absent); 415, as MLflow, for a
+    charset other than UTF-8, any other parameter, or any other type. Media types and parameter names are
+    matched without regard to case, and an empty parameter is ignored (MLflow refuses both)."""
+    if content_type == JSON or not content_type:
+        return JSON
+    mime, *parameters = content_type.split(";")
+    unknown = []
+    for parameter in parameters:
+        key, _, value = parameter.partition("=")
+        key = key.strip().lower()
+        if key == "charset":
+            if value.strip().strip('"').lower() != "utf-8":
+                raise ProtocolError(415, "The scoring server only supports UTF-8")
+        elif key:
+            unknown.append(key)
+    if unknown:
+        raise ProtocolError(415, f"Unrecognized content type parameters: {', '.join(unknown)}. "
+                                 f"{SCORING_PROTOCOL_CHANGE_INFO}")
     mime = mime.strip().lower() or JSON
-    charset = "utf-8"
-    for pair in parameters.split(";"):
-        key, _, value = pair.strip().partition("=")
-        if key.strip().lower() == "charset":
-            charset = value.strip().lower()
-    if charset not in ("utf-8", "utf8"):
-        raise ProtocolError(415, "the scoring protocol supports UTF-8 only")
-    if mime not in (JSON, CSV):
-        raise ProtocolError(415, f"content type {mime!r} is not supported: send {JSON} or {CSV}")
+    if mime not in CONTENT_TYPES:
+        raise ProtocolError(415, f"This predictor only supports the following content types: Types: "
+                                 f"{CONTENT_TYPES}. Got '{content_type}', which is not supported.")
     return mime
 
 
 def json_object(body: bytes) -> dict[str, Any]:
-    """The decoded JSON body of an /invocations request, which must be an object (400 otherwise)."""
+    """The decoded JSON body of an /invocations request, which must be an object (400 otherwise). The messages
+    are MLflow's (``_decode_json_input``), without its echo of the whole body."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError(400, f"malformed JSON: {exc}") from exc
+        raise ProtocolError(400, f"Invalid input. Ensure that input is a valid JSON formatted string. "
+                                 f"Error: '{exc!r}'") from None
     if not isinstance(payload, dict):
-        raise ProtocolError(400, f"the body must be a JSON object with one of the keys {sorted(SUPPORTED_FORMATS)}")
+        received = "a list" if isinstance(payload, list) else f"unexpected input type '{type(payload)}'"
+        raise ProtocolError(400, f"Invalid input. {REQUIRED_INPUT_FORMAT}. Received {received}.")
     return payload
 
 
 def parse(mime: str, body: bytes, payload: dict[str, Any] | None,
           model: LoadedModel) -> tuple[Any, dict[str, Any] | None]:
-    """The input frame and params of an /invocations request: ``body`` when ``mime`` is CSV, else ``payload``
-    (the JSON object already decoded from it), both by MLflow's own parsing."""
+    """The input frame and params of an /invocations request: ``body`` when ``mime`` is CSV or Parquet, else
+    ``payload`` (the JSON object already decoded from it), both by MLflow's own parsing."""
     try:
         if mime == CSV:
             return parse_csv_input(io.StringIO(body.decode("utf-8")), schema=model.input_schema), None
+        if mime == PARQUET:
+            return parse_parquet_input(io.BytesIO(body)), None
         assert payload is not None
         data = {k: v for k, v in payload.items() if k in SUPPORTED_FORMATS}
-        if len(data) != 1:
-            raise ProtocolError(400, f"send exactly one of {sorted(SUPPORTED_FORMATS)}; got keys {sorted(payload)}")
-        return infer_and_parse_data(data, model.input_schema), payload.get("params")
+        return infer_and_parse_data(data, model.input_schema), payload.get(SERVING_PARAMS_KEY)
     except UnicodeDecodeError as exc:
-        raise ProtocolError(400, f"the body is not valid UTF-8: {exc}") from exc
+        raise ProtocolError(400, f"Invalid input. Ensure that input is a valid UTF-8 encoded string. "
+                                 f"Error: '{exc!r}'") from None
     except MlflowException as exc:
-        raise ProtocolError(400, exc.message) from exc
-    except ProtocolError:
-        raise
+        raise ProtocolError.of(exc) from None
     except Exception as exc:
         raise ProtocolError(400, f"could not parse the input: {type(exc).__name__}: {exc}") from exc
 
@@ -106,9 +137,9 @@ def score(model: LoadedModel, frame: Any, params: dict[str, Any] | None) -> byte
     try:
         raw = model.pyfunc.predict(frame, params=params) if params else model.pyfunc.predict(frame)
     except MlflowException as exc:
-        raise ProtocolError(400, exc.message) from exc
+        raise ProtocolError.of(exc) from None
     except Exception as exc:
-        raise ProtocolError(400, f"the model could not score this input: {type(exc).__name__}: {exc}") from exc
+        raise ProtocolError(400, f"{UNEXPECTED_ERROR} {type(exc).__name__}: {exc}") from exc
     return orjson.dumps({"predictions": jsonable(raw)}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -133,20 +164,22 @@ def rows_of(frame: Any) -> int:
 
 
 def _batched_texts(model: LoadedModel, frame: Any, params: dict[str, Any] | None) -> list[str] | None:
-    """The texts of a text model's input frame when it has exactly the expected shape, else None."""
+    """The texts of a text model's input frame when it has exactly the expected shape and at least one row,
+    else None."""
     if params or not isinstance(model.inputs, TextInputs) or not hasattr(frame, "columns"):
         return None
     if list(frame.columns) != [model.inputs.column]:
         return None
     texts = frame[model.inputs.column].tolist()
-    return texts if all(type(t) is str for t in texts) else None
+    return texts if texts and all(type(t) is str for t in texts) else None
 
 
 def fast_texts(payload: dict[str, Any], model: LoadedModel) -> list[str] | None:
     """The texts of the two common JSON shapes for a text model, read without building a DataFrame:
     ``{"dataframe_split": {"columns": [col], "data": [[text], ...]}}`` and
     ``{"dataframe_records": [{col: text}, ...]}``. None for anything else (params, other keys or columns,
-    a non-string value), which then takes MLflow's own parsing and its error messages."""
+    a non-string value, an ``index`` whose length is not the data's, no rows), which then takes MLflow's own
+    parsing and its answers."""
     if not isinstance(model.inputs, TextInputs) or len(payload) != 1:
         return None
     column = model.inputs.column
@@ -156,6 +189,8 @@ def fast_texts(payload: dict[str, Any], model: LoadedModel) -> list[str] | None:
         data = split.get("data")
         if not isinstance(data, list) or not all(isinstance(row, list) and len(row) == 1 for row in data):
             return None
+        if "index" in split and not (isinstance(index := split["index"], list) and len(index) == len(data)):
+            return None
         texts = [row[0] for row in data]
     elif isinstance(records := payload.get("dataframe_records"), list):
         if not all(isinstance(rec, dict) and len(rec) == 1 and column in rec for rec in records):
@@ -163,7 +198,7 @@ def fast_texts(payload: dict[str, Any], model: LoadedModel) -> list[str] | None:
         texts = [rec[column] for rec in records]
     else:
         return None
-    return texts if all(type(t) is str for t in texts) else None
+    return texts if texts and all(type(t) is str for t in texts) else None
 
 
 async def handle(svc: Any, cfg: Any, body: bytes, content_type: str,
@@ -183,8 +218,6 @@ async def handle(svc: Any, cfg: Any, body: bytes, content_type: str,
     rows = len(texts) if texts is not None else rows_of(frame)
     if rows > cfg.max_instances:
         raise ProtocolError(422, f"at most {cfg.max_instances} rows per request, got {rows}")
-    if rows == 0:
-        raise ProtocolError(422, "the input holds no rows")
     if texts is None:
         texts = _batched_texts(model, frame, params)
     if scope is not None:  # parsed: from here it is either queued or not coming to the batcher at all

@@ -1,7 +1,8 @@
-"""POST /predict and /invocations behind FastAPI.
+"""POST /predict and /invocations behind FastAPI, and MLflow's scoring-server GET /ping and /version.
 
-Normally answered by :class:`predictor.fastpath.FastPredict` before FastAPI sees them; these routes run the
-same service code and give the same answers (for apps without the middleware), and document the bodies.
+/predict and /invocations are normally answered by :class:`predictor.fastpath.FastPredict` before FastAPI sees
+them; these routes run the same service code and give the same answers (for apps without the middleware), and
+document the bodies.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
+from mlflow.version import VERSION as MLFLOW_VERSION
 
 from mlops_common.auth import Reader
 from mlops_common.errors import ServiceError
 from predictor.deps import Service, Settings
+from predictor.errors import not_serving
 from predictor.fastpath import INVOCATIONS, PATH, too_large
 from predictor.schemas import (
     JSON_MEDIA_TYPE,
@@ -35,10 +38,12 @@ REFUSALS: dict[int | str, dict] = {
     503: {"model": ErrorBody, "description": "no version served yet"},
 }
 PROTOCOL_REFUSALS: dict[int | str, dict] = {
-    400: {"model": MlflowError, "description": "input MLflow cannot parse, or the model cannot score"},
+    400: {"model": MlflowError, "description": "input MLflow cannot parse, or the model cannot score (an "
+                                                "input that does not fit the signature: INVALID_PARAMETER_VALUE)"},
     413: {"model": ErrorBody, "description": "body over MAX_BODY_BYTES"},
-    415: {"model": MlflowError, "description": "neither JSON nor CSV, or not UTF-8"},
-    422: {"model": MlflowError, "description": "no rows, or more than MAX_INSTANCES"},
+    415: {"model": MlflowError, "description": "neither JSON, CSV nor Parquet, a charset other than UTF-8, or "
+                                               "another Content-Type parameter"},
+    422: {"model": MlflowError, "description": "more than MAX_INSTANCES rows"},
     503: {"model": ErrorBody, "description": "no version served yet"},
 }
 
@@ -76,6 +81,26 @@ async def predict(request: Request, svc: Service, cfg: Settings, _: Reader) -> R
              openapi_extra=request_body(InvocationsRequest, csv=True))
 async def invocations(request: Request, svc: Service, cfg: Settings, _: Reader) -> Response:
     """MLflow's scoring protocol (as ``mlflow models serve``): ``dataframe_split``, ``dataframe_records``,
-    ``instances`` or ``inputs``, as JSON or CSV."""
+    ``instances`` or ``inputs`` as JSON, or a frame as CSV or Parquet (``application/vnd.apache.parquet``)."""
     body = await read_body(request, cfg.max_body_bytes)
     return await answer(svc.invocations(body, request.headers.get("content-type", ""), None))
+
+
+def plain_text(example: str) -> dict[int | str, dict]:
+    return {200: {"content": {"text/plain": {"schema": {"type": "string"}, "example": example}}}}
+
+
+@router.get("/ping", response_class=PlainTextResponse,
+            responses={**plain_text("\n"), 503: {"model": ErrorBody, "description": "no version served yet"}})
+async def ping(svc: Service) -> PlainTextResponse:
+    """MLflow's scoring-server health check (what ``ScoringServerClient.wait_server_ready`` polls): 200 once a
+    version is served."""
+    if svc.model is None:
+        raise not_serving(svc.name)
+    return PlainTextResponse("\n")
+
+
+@router.get("/version", response_class=PlainTextResponse, responses=plain_text(MLFLOW_VERSION))
+async def version() -> PlainTextResponse:
+    """The version of MLflow that parses and scores /invocations, as ``mlflow models serve`` answers it."""
+    return PlainTextResponse(MLFLOW_VERSION)
