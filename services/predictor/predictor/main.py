@@ -23,7 +23,7 @@ from predictor.context import PredictorContext
 from predictor.deps import get_context
 from predictor.errors import invalid_request
 from predictor.fastpath import FastPredict
-from predictor.routes import routers
+from predictor.routes import routers, v2
 from predictor.service import PredictorService
 from predictor.settings import PredictorSettings, get_settings
 
@@ -83,6 +83,7 @@ def create_app(settings: PredictorSettings | None = None, *,
     app.state.auth_open_reads = settings.open_reads
     for router in routers:
         app.include_router(router)
+    app.include_router(v2.router)
     # Added last, so outermost: /predict and /invocations are answered before any other middleware.
     app.add_middleware(FastPredict, state=app.state)
     return app
