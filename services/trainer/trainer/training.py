@@ -3,16 +3,22 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import itertools
 import json
 import logging
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -36,6 +42,8 @@ from trainer.preparation import Prepared
 
 log = logging.getLogger(__name__)
 GRID_STEPS = {"featurizer": "features", "estimator": "model"}
+# The project package whose modules a pipeline is built of (featurizers); they are shipped inside the model.
+SHIPPED_PACKAGE = "mlops_common"
 
 
 @dataclass
@@ -219,6 +227,74 @@ def trusted_types(pipe: Pipeline) -> list[str]:
     return skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
 
 
+def _module_file(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"{name} is part of the model but its source cannot be found")
+    return Path(spec.origin)
+
+
+def _project_imports(name: str) -> set[str]:
+    """The modules of the shipped package that module ``name`` imports (the modules a ``from`` names included)."""
+    package = name if _module_file(name).name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(_module_file(name).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {mod for mod in found if mod.split(".")[0] == SHIPPED_PACKAGE and _is_module(mod)}
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a name imported from a module, not a module
+        return False
+
+
+def shipped_code(types: list[str], staging: Path) -> list[str]:
+    """Copies into ``staging`` the modules of :data:`SHIPPED_PACKAGE` that the pipeline's types (skops'
+    untrusted types) come from, what they import of it, and the packages around them, at the same import path;
+    returns the ``code_paths`` for MLflow (empty when the pipeline uses none)."""
+    todo = {t.rpartition(".")[0] for t in types if t.split(".")[0] == SHIPPED_PACKAGE}
+    todo = {mod for mod in todo if _is_module(mod)}
+    if not todo:
+        return []
+    modules: set[str] = set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        modules.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        todo |= _project_imports(name) - modules
+    root = _module_file(SHIPPED_PACKAGE).parent
+    for name in sorted(modules):
+        source = _module_file(name)
+        target = staging / SHIPPED_PACKAGE / source.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    return [str(staging / SHIPPED_PACKAGE)]
+
+
+def log_model(pipe: Pipeline, example: pd.DataFrame) -> Any:
+    """Logs the pipeline as the active run's ``model``, with the project code it is made of inside it, so that
+    it serves where only its requirements (never this project's packages) are installed."""
+    signature = infer_signature(example, pipe.predict(example))
+    types = trusted_types(pipe)
+    path_before = set(sys.path)
+    try:
+        with tempfile.TemporaryDirectory(prefix="model-code-") as staging:
+            return mlflow.sklearn.log_model(pipe, name="model", signature=signature, input_example=example,
+                                            pip_requirements=requirements(), skops_trusted_types=types,
+                                            code_paths=shipped_code(types, Path(staging)) or None)
+    finally:
+        # MLflow checks the input example by loading the model in this process, which prepends the model's
+        # (temporary) code directory to sys.path for good.
+        sys.path[:] = [entry for entry in sys.path if entry in path_before]
+
+
 def reference_stats(spec: ModelSpec, prep: Prepared, val_predictions: np.ndarray) -> dict | None:
     """The predictor's drift reference, when the shared drift module is there (None otherwise)."""
     try:
@@ -288,10 +364,7 @@ def log_parent(spec: ModelSpec, prep: Prepared, best: TrialResult, results: list
     if reference is not None:
         mlflow.log_dict(reference, REFERENCE_STATS_ARTIFACT)
 
-    example = predict_frame(prep, prep.X_val.head(3))
-    signature = infer_signature(example, pipe.predict(example))
-    info = mlflow.sklearn.log_model(pipe, name="model", signature=signature, input_example=example,
-                                    pip_requirements=requirements(), skops_trusted_types=trusted_types(pipe))
+    info = log_model(pipe, predict_frame(prep, prep.X_val.head(3)))
     return test_metrics, info
 
 
