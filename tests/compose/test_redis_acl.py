@@ -223,3 +223,53 @@ def test_a_celery_worker_and_client_run_tasks_as_the_trainer_user(server: Server
     assert server.denials("trainer") == [], server.denials("trainer")
     log = worker.log_tail(400)
     assert "NOPERM" not in log and "NoPermission" not in log, log
+
+
+def _start_redis(folder: Path, port: int, log_dir: Path, name: str) -> p.Process:
+    proc = p.Process(name, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--aclfile",
+                            str(folder / "users.acl"), "--save", "", "--appendonly", "yes", "--appendfsync",
+                            "always", "--dir", str(folder)], {}, log_dir).start()
+    return proc
+
+
+def _wait_ping(client: redis.Redis, proc: p.Process) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            assert client.ping()
+            return
+        except redis.ConnectionError:
+            if proc.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start:\n{proc.log_tail()}") from None
+            time.sleep(0.1)
+
+
+def test_transactions_survive_a_restart_with_the_append_only_file(tmp_path: Path, log_dir: Path) -> None:
+    """Redis replays its append-only file as the default user and re-checks each MULTI/EXEC against that user's
+    permissions (redis/redis#14541): the stack's ACL keeps the default user off but permitted, so job records,
+    kombu's bindings and the predictor's feedback (all written in transactions) are still there after a restart."""
+    if not which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    passwords = {user: secrets_init.generate() for user in secrets_init.REDIS_USERS}
+    (tmp_path / "users.acl").write_text(secrets_init.render_acl(
+        passwords, celery_queue=QUEUE, events_channel=CHANNEL, predictor_prefix=PREFIX))
+    port = p.free_port()
+    srv = Server(port, passwords)
+    proc = _start_redis(tmp_path, port, log_dir, f"redis-aof-{port}")
+    try:
+        _wait_ping(srv.client("healthcheck"), proc)
+        with srv.client("trainer").pipeline(transaction=True) as pipe:
+            pipe.hset("trainer:job:j1", mapping={"status": "succeeded", "stage": "done"}).sadd("trainer:jobs", "j1")
+            pipe.execute()
+        with srv.client("predictor").pipeline(transaction=True) as pipe:
+            pipe.lpush(f"{PREFIX}:window", "1").ltrim(f"{PREFIX}:window", 0, 99).execute()
+    finally:
+        proc.stop()
+    proc = _start_redis(tmp_path, port, log_dir, f"redis-aof-{port}-again")
+    try:
+        _wait_ping(srv.client("healthcheck"), proc)
+        assert srv.client("trainer").hgetall("trainer:job:j1") == {b"status": b"succeeded", b"stage": b"done"}
+        assert srv.client("trainer").smembers("trainer:jobs") == {b"j1"}
+        assert srv.client("predictor").lrange(f"{PREFIX}:window", 0, -1) == [b"1"]
+    finally:
+        proc.stop()
