@@ -145,6 +145,7 @@ def test_binary_tensor_data(serving: TestClient) -> None:
     ({"inputs": [text_input(HAM, datatype="STRING")]}, "unknown datatype 'STRING'"),
     ({"inputs": [text_input(HAM, shape=[1, 1])]}, "shape [1, 1] does not match the model's [-1]"),
     ({"inputs": [text_input(HAM, HAM, shape=[3])]}, "2 elements for shape [3]"),
+    ({"inputs": [text_input(HAM, shape=[-1])]}, "shape [-1] has a negative dimension"),
     ({"inputs": [text_input(HAM, 3)]}, "element 1 is an integer, not BYTES"),
     ({"inputs": [text_input(HAM), text_input(SPAM)]}, "sent twice"),
     ({"inputs": []}, "missing inputs ['text']"),

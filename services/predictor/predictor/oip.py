@@ -300,8 +300,10 @@ def _values(tensor: RequestInput, expected: TensorMetadata | None) -> list[Any]:
     if expected is not None and tensor.datatype != expected.datatype:
         raise BadRequest(f"input {name!r}: datatype {tensor.datatype} does not match the model's "
                          f"{expected.datatype}")
+    if any(d < 0 for d in tensor.shape):
+        raise BadRequest(f"input {name!r}: shape {tensor.shape} has a negative dimension: give the sizes sent")
     rank = len(expected.shape) if expected is not None else 1
-    if len(tensor.shape) != rank or any(d < 0 for d in tensor.shape):
+    if len(tensor.shape) != rank:
         raise BadRequest(f"input {name!r}: shape {tensor.shape} does not match the model's "
                          f"{expected.shape if expected is not None else [-1]}")
     if tensor.data is None:
