@@ -8,7 +8,6 @@ and a tabular model, with its default binary tensors and with JSON ones.
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -212,11 +211,6 @@ def serve(start_predictor: Callable[..., str], mlflow_uri: str, redis_url: str, 
     return url
 
 
-# Not in the locked dev group: tritonclient[http] pins greenlet<3.4, below the lock's. Install it to run these.
-needs_tritonclient = pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None,
-                                        reason='tritonclient is not installed: uv pip install "tritonclient[http]"')
-
-
 def triton(url: str) -> Any:
     import tritonclient.http as httpclient
 
@@ -245,7 +239,6 @@ def taxi_server(start_predictor: Callable[..., str], mlflow_uri: str, redis_url:
     return serve(start_predictor, mlflow_uri, redis_url, base_env, name, version), name, version
 
 
-@needs_tritonclient
 def test_tritonclient_text_model(text_server: tuple[str, str, str]) -> None:
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
@@ -284,7 +277,6 @@ def test_tritonclient_text_model(text_server: tuple[str, str, str]) -> None:
     client.close()
 
 
-@needs_tritonclient
 def test_tritonclient_tabular_model(taxi_server: tuple[str, str, str]) -> None:
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
