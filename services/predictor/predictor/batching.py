@@ -58,6 +58,7 @@ class MicroBatcher:
         self.pending: deque[Job] = deque()
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.scoring = False
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
@@ -104,6 +105,7 @@ class MicroBatcher:
                 await self.wakeup.wait()
             await self._gather()
             jobs = self._take()
+            self.scoring = True
             try:
                 await self._score(jobs)
             except Exception:  # never let the loop die; each job already got its answer or gets this one
@@ -111,6 +113,15 @@ class MicroBatcher:
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(ModelError("internal error while scoring"))
+            finally:
+                self.scoring = False
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Stop once the queued requests are answered (at most ``timeout`` seconds from now)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self.pending or self.scoring) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        await self.stop()
 
     async def _predict(self, model: Any, rows: list[Any], probabilities: bool) -> tuple[list[Any], Any]:
         if len(rows) <= self.inline_max_rows:

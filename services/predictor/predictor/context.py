@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlops_common.auth import RemoteAuthenticator
+from predictor.catalog import ModelCatalog
 from predictor.service import PredictorService
 from predictor.settings import PredictorSettings
 
@@ -12,5 +13,6 @@ from predictor.settings import PredictorSettings
 @dataclass
 class PredictorContext:
     settings: PredictorSettings
-    service: PredictorService
+    service: PredictorService  # MODEL_NAME's, answering /predict
     authenticator: RemoteAuthenticator
+    catalog: ModelCatalog

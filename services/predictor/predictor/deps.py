@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from predictor.catalog import ModelCatalog
 from predictor.context import PredictorContext
 from predictor.errors import not_started
 from predictor.service import PredictorService
@@ -26,9 +27,14 @@ def get_service(ctx: Ctx) -> PredictorService:
     return ctx.service
 
 
+def get_catalog(ctx: Ctx) -> ModelCatalog:
+    return ctx.catalog
+
+
 def get_settings(ctx: Ctx) -> PredictorSettings:
     return ctx.settings
 
 
 Service = Annotated[PredictorService, Depends(get_service)]
+Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
 Settings = Annotated[PredictorSettings, Depends(get_settings)]

@@ -20,14 +20,19 @@ from starlette.datastructures import State
 from mlops_common import observability
 from mlops_common.auth import AuthError, Permission, authorize
 from mlops_common.errors import ServiceError, TooLarge, error_body
+from predictor import metrics
 from predictor.batching import COUNTED
 from predictor.context import PredictorContext
 from predictor.errors import not_started
+from predictor.service import PredictorService
 
 log = logging.getLogger(__name__)
 
 PATH = "/predict"
 INVOCATIONS = "/invocations"
+MODELS_PREFIX = "/models/"
+MODEL_PATH = "/models/{name}/predict"
+VERSION_PATH = "/models/{name}/versions/{version}/predict"
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -66,12 +71,23 @@ class HttpMetrics:
         latency.observe(seconds)
 
 
+def model_target(path: str) -> tuple[str, str | None] | None:
+    """(name, version) of ``/models/{name}/predict`` or ``/models/{name}/versions/{version}/predict``."""
+    parts = path[len(MODELS_PREFIX):].split("/")
+    if len(parts) == 2 and parts[1] == "predict" and parts[0]:
+        return parts[0], None
+    if len(parts) == 4 and parts[1] == "versions" and parts[3] == "predict" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
 def _headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [*JSON_HEADERS, *((k.lower().encode(), v.encode()) for k, v in extra.items())]
 
 
 class FastPredict:
-    """Outermost ASGI middleware: POST /predict and /invocations are answered here, everything else goes to
+    """Outermost ASGI middleware: POST /predict, /invocations and /models/{name}[/versions/{v}]/predict are
+    answered here, everything else goes to
     the app. The predictor's context (:class:`PredictorContext`) is read from the app's ``state`` per request:
     the lifespan builds it after this middleware is made."""
 
@@ -79,12 +95,24 @@ class FastPredict:
         self.app, self.state = app, state
         self.routes = {PATH: (self._predict, HttpMetrics(namespace, PATH, "POST")),
                        INVOCATIONS: (self._invocations, HttpMetrics(namespace, INVOCATIONS, "POST"))}
+        self.model_routes = {False: (self._predict, HttpMetrics(namespace, MODEL_PATH, "POST")),
+                             True: (self._predict, HttpMetrics(namespace, VERSION_PATH, "POST"))}
+        self.per_model = metrics.ModelRequests()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if route is None:
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        route = self.routes.get(path)
+        name = version = None
+        if route is None:
+            target = model_target(path) if path.startswith(MODELS_PREFIX) else None
+            if target is None:
+                await self.app(scope, receive, send)
+                return
+            name, version = target
+            route = self.model_routes[version is not None]
         answer, http = route
         started = time.perf_counter()
         ctx: PredictorContext | None = getattr(self.state, "ctx", None)
@@ -93,8 +121,10 @@ class FastPredict:
             await self._send(send, refusal.status_code, refusal.body(), JSON_HEADERS)
             return
         service, settings = ctx.service, ctx.settings
+        if name is not None:
+            service = ctx.catalog.services.get(name)  # type: ignore[assignment]
         # Counted as arriving until the request reaches the micro-batcher's queue (or is known not to).
-        arrivals = service.arrivals
+        arrivals = (service or ctx.service).arrivals
         arrivals.arriving += 1
         scope[COUNTED] = False
         size = 0
@@ -107,7 +137,9 @@ class FastPredict:
             body, size = await self._read(scope, receive, settings.max_body_bytes)
             if body is None:
                 return  # the client went away
-            status, content = 200, await answer(ctx, body, scope)
+            if service is None:
+                raise ctx.catalog.unknown(str(name))
+            status, content = 200, await answer(service, body, scope, version)
         except ServiceError as exc:
             status, content = exc.status_code, exc.body()
             if exc.headers:
@@ -122,7 +154,10 @@ class FastPredict:
             if not scope[COUNTED]:
                 arrivals.arriving -= 1
         await self._send(send, status, content, headers)
-        http.observe(status, time.perf_counter() - started, size, len(content))
+        seconds = time.perf_counter() - started
+        http.observe(status, seconds, size, len(content))
+        if service is not None:
+            self.per_model.observe(service.name, status, seconds)
 
     @staticmethod
     async def _send(send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -131,13 +166,13 @@ class FastPredict:
         await send({"type": "http.response.body", "body": content})
 
     @staticmethod
-    async def _predict(ctx: PredictorContext, body: bytes, scope: dict[str, Any]) -> bytes:
-        return await ctx.service.predict(body, scope)
+    async def _predict(service: PredictorService, body: bytes, scope: dict[str, Any], version: str | None) -> bytes:
+        return await service.predict(body, scope, version)
 
     @staticmethod
-    async def _invocations(ctx: PredictorContext, body: bytes, scope: dict[str, Any]) -> bytes:
+    async def _invocations(service: PredictorService, body: bytes, scope: dict[str, Any], _: str | None) -> bytes:
         content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), "")
-        return await ctx.service.invocations(body, content_type, scope)
+        return await service.invocations(body, content_type, scope)
 
     @staticmethod
     async def _read(scope: dict[str, Any], receive: Any, limit: int) -> tuple[bytes | None, int]:

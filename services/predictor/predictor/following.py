@@ -41,6 +41,27 @@ class MlflowAliases:
         found = mlflow_utils.version_by_alias(self.client, name, alias)
         return str(found.version) if found is not None else None
 
+    def exists(self, name: str, version: str) -> bool:
+        """Whether ``version`` of ``name`` is registered; blocking."""
+        try:
+            self.client.get_model_version(name, version)
+        except Exception as exc:
+            if mlflow_utils.is_not_found(exc):
+                return False
+            raise
+        return True
+
+    def with_production(self) -> list[str]:
+        """The registered models that have a ``production`` alias; blocking."""
+        names: list[str] = []
+        token = None
+        while True:
+            page = self.client.search_registered_models(max_results=200, page_token=token)
+            names += [m.name for m in page if PRODUCTION_ALIAS in (getattr(m, "aliases", None) or {})]
+            token = page.token
+            if not token:
+                return names
+
 
 @dataclass
 class FollowerStatus:

@@ -180,6 +180,8 @@ class LoadedModel:
     spec: ServingSpec | None
     input_schema: Any
     load_seconds: float = 0.0
+    # The pickled size of the model: a cheap estimate of the memory it holds.
+    size_bytes: int = 0
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     monitor: DriftMonitor | None = None
 
@@ -372,6 +374,7 @@ def assemble(fetched: FetchedVersion) -> LoadedModel:
     model = _build(fetched.name, fetched.version, fetched.run_id, pyfunc, fetched.reference, fetched.spec)
     _warm(model, fetched.example)
     model.load_seconds = fetched.fetch_seconds + (time.perf_counter() - started)
+    model.size_bytes = len(fetched.pyfunc_pickle)
     return model
 
 

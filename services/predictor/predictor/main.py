@@ -19,10 +19,12 @@ from mlops_common.app import ReadyResult, create_service_app
 from mlops_common.auth import RemoteAuthenticator
 from mlops_common.observability import configure_logging
 from predictor import __version__
+from predictor.catalog import ModelCatalog
 from predictor.context import PredictorContext
 from predictor.deps import get_context
 from predictor.errors import invalid_request
 from predictor.fastpath import FastPredict
+from predictor.loader import ModelLoader
 from predictor.routes import routers, v2
 from predictor.service import PredictorService
 from predictor.settings import PredictorSettings, get_settings
@@ -50,30 +52,41 @@ def configure_process(settings: PredictorSettings) -> None:
 
 
 def ready(request: Request) -> ReadyResult:
-    return get_context(request).service.readiness()
+    ctx = get_context(request)
+    problems, facts = ctx.service.readiness()
+    if len(ctx.catalog.services) > 1:
+        facts["models"] = {s["model_name"]: s["model_version"] for s in ctx.catalog.summary()}
+    return problems, facts
+
+
+def shared_loader(settings: PredictorSettings) -> ServiceFactory:
+    """Services that load their versions through one loader process."""
+    loader = ModelLoader(settings)
+    return lambda cfg: PredictorService(cfg, loader=loader)
 
 
 def create_app(settings: PredictorSettings | None = None, *,
-               service_factory: ServiceFactory = PredictorService) -> FastAPI:
-    """The predictor. ``service_factory`` makes the service the lifespan starts (the default follows MLflow's
+               service_factory: ServiceFactory | None = None) -> FastAPI:
+    """The predictor. ``service_factory`` makes the service of each served model (the default follows MLflow's
     registry)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_process(settings)
-        ctx = PredictorContext(settings=settings, service=service_factory(settings),
+        catalog = ModelCatalog(settings, service_factory or shared_loader(settings))
+        ctx = PredictorContext(settings=settings, service=catalog.default, catalog=catalog,
                                authenticator=RemoteAuthenticator(settings.registry_url, settings.auth_cache_seconds))
         app.state.authenticator = ctx.authenticator
         app.state.ctx = ctx
-        await ctx.service.start()
-        log.info("predictor for %s started (events on %s, polling every %ss)", settings.model_name,
+        await catalog.start()
+        log.info("predictor for %s started (events on %s, polling every %ss)", ", ".join(catalog.services),
                  settings.model_events_channel, settings.poll_interval_seconds)
         try:
             yield
         finally:
             del app.state.ctx
-            await ctx.service.stop()
+            await catalog.stop()
             await ctx.authenticator.aclose()
 
     app = create_service_app(

@@ -28,6 +28,30 @@ QUALITY_THRESHOLD = Gauge("predictor_quality_threshold", "The model spec's produ
 FEEDBACK = Counter("predictor_feedback_total", "Feedback requests, by outcome", ["model_name", "outcome"])
 STORE_WRITES = Counter("predictor_prediction_store_writes_total",
                        "Predictions written to Redis for feedback joins, by outcome", ["model_name", "outcome"])
+# Per-model series beside the HTTP families (whose labels dashboards join on the instance: left unchanged).
+MODEL_REQUESTS = Counter("predictor_model_requests_total", "Prediction requests by model and status code",
+                         ["model_name", "status"])
+MODEL_LATENCY = Histogram("predictor_model_request_duration_seconds", "Prediction request latency by model",
+                          ["model_name"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+VERSIONS_LOADED = Gauge("predictor_versions_loaded", "Versions held in memory beside the production one",
+                        ["model_name"])
+VERSION_EVICTIONS = Counter("predictor_version_evictions_total", "Versions unloaded to stay within the bound",
+                            ["model_name"])
+
+
+class ModelRequests:
+    """Per-model request counts and latency, label children bound once per (model, status)."""
+
+    def __init__(self) -> None:
+        self.children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe(self, name: str, status: int, seconds: float) -> None:
+        found = self.children.get((name, status))
+        if found is None:
+            found = self.children[(name, status)] = (MODEL_REQUESTS.labels(name, str(status)),
+                                                       MODEL_LATENCY.labels(name))
+        found[0].inc()
+        found[1].observe(seconds)
 
 
 class ModelMetrics:

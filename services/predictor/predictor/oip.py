@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlops_common.errors import BadRequest, NotFound, ServiceError, safe
 from predictor.batching import ModelError
+from predictor.catalog import ModelCatalog
 from predictor.errors import not_serving
 from predictor.inputs import AnyInputs, InputError, TextInputs
 from predictor.loading import LoadedModel
@@ -134,11 +135,10 @@ def error_response(status: int, detail: Any, headers: Mapping[str, str] | None =
                     status_code=status, headers=dict(headers or {}), media_type="application/json")
 
 
-def served(service: PredictorService, name: str, version: str | None = None) -> LoadedModel:
+def served(catalog: ModelCatalog, name: str, version: str | None = None) -> LoadedModel:
     """The served version if it is the one asked for: 404 for another model or version, 503 while nothing is
     served."""
-    if name != service.name:
-        raise NotFound(f"unknown model {name!r}: this predictor serves {service.name!r}")
+    service = catalog.get(name)
     model = service.model
     if model is None:
         raise not_serving(service.name)

@@ -112,6 +112,17 @@ class ModelInfo(BaseModel):
     drift: DriftReport | None
 
 
+class ServedModel(BaseModel):
+    model_name: str
+    model_version: str | None = Field(description="the production version served (null until one is)")
+    default: bool = Field(description="whether /predict answers with this model (MODEL_NAME)")
+    loaded_versions: list[str] = Field(description="other versions held in memory, least recently used first")
+
+
+class ServedModels(BaseModel):
+    models: list[ServedModel]
+
+
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -9,11 +9,11 @@ import logging
 import random
 import uuid
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mlops_common.errors import BadRequest, Unprocessable
+from mlops_common.errors import BadRequest, NotFound, Unprocessable
 from mlops_common.observability import bind_log_context
 from predictor import invocations, metrics
 from predictor.batching import Arrivals, Job, MicroBatcher, ModelError
@@ -25,6 +25,9 @@ from predictor.loader import ModelLoader
 from predictor.loading import DEFAULT_QUALITY, LoadedModel
 from predictor.schemas import FeedbackRequest
 from predictor.settings import PredictorSettings
+
+if TYPE_CHECKING:
+    from predictor.versions import VersionPool
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ class PredictorService:
         self.batcher: MicroBatcher | None = None
         self.model_metrics: metrics.ModelMetrics | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        # Where versions other than production are held (set by the catalog that serves this model).
+        self.versions: VersionPool | None = None
         metrics.MODEL_LOADED.labels(self.name).set(0)
 
     @property
@@ -62,11 +67,17 @@ class PredictorService:
         self.follower.start()
         self.tasks.append(asyncio.get_running_loop().create_task(self._drift_loop(), name="drift"))
 
-    async def predict(self, body: bytes, scope: MutableMapping[str, Any]) -> bytes:
-        """One /predict body scored: the JSON answer; raises a ``ServiceError`` for every refusal."""
-        model = self.follower.current
-        if model is None:
-            raise not_serving(self.name)
+    async def predict(self, body: bytes, scope: MutableMapping[str, Any], version: str | None = None) -> bytes:
+        """One /predict body scored (by ``version`` when given, else the production version): the JSON answer;
+        raises a ``ServiceError`` for every refusal."""
+        if version is None:
+            model, batcher = self.follower.current, self.batcher
+            if model is None:
+                raise not_serving(self.name)
+        else:
+            if self.versions is None:
+                raise NotFound(f"model {self.name!r} serves no version but production")
+            model, batcher = await self.versions.acquire(self, version)
         request_id = uuid.uuid4().hex
         bind_log_context(request_id=request_id)
         try:
@@ -87,9 +98,9 @@ class PredictorService:
         if probabilities and not model.is_classifier:
             raise Unprocessable("probabilities are only available for classifiers", field="probabilities")
         self.arrivals.queued(scope)
-        assert self.batcher is not None
+        assert batcher is not None
         try:
-            served, values, probs = await self.batcher.submit(rows, probabilities, model)
+            served, values, probs = await batcher.submit(rows, probabilities, model)
         except InputError as exc:
             raise invalid(exc) from None
         except ModelError as exc:

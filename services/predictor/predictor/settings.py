@@ -13,6 +13,15 @@ from mlops_common.settings import CommonSettings
 class PredictorSettings(CommonSettings):
     # The registered model whose `production` alias this predictor serves.
     model_name: str = "sms-spam"
+    # More models served beside MODEL_NAME, each at /models/{name}/predict: comma-separated names, or `*` for
+    # every registered model that has a `production` alias (looked up again every MODELS_DISCOVERY_SECONDS).
+    models: str = ""
+    models_discovery_seconds: float = Field(60.0, gt=0)
+    # Versions held in memory at once, the production versions included: the least recently used version
+    # loaded for /models/{name}/versions/{v}/predict is unloaded first (a production version never is).
+    max_loaded_versions: int = Field(8, ge=1)
+    # The same bound in bytes of the versions' pickled size (0: no bound).
+    max_loaded_bytes: int = Field(0, ge=0)
     # Fallback to the alias events: how often the alias is read from MLflow.
     poll_interval_seconds: float = Field(10.0, gt=0)
     # Adaptive micro-batching: concurrent requests are coalesced into one predict call of at most
@@ -50,6 +59,19 @@ class PredictorSettings(CommonSettings):
     # MLflow refuses to deserialise sklearn models (pickle or skops) unless this is allowed. The predictor
     # only loads versions from this stack's own registry, so it allows it unless told otherwise.
     allow_model_deserialization: bool = True
+
+    @property
+    def model_names(self) -> list[str]:
+        """MODEL_NAME first, then the other names MODELS lists (without `*`)."""
+        names = [self.model_name]
+        for name in (n.strip() for n in self.models.split(",")):
+            if name and name != "*" and name not in names:
+                names.append(name)
+        return names
+
+    @property
+    def discover_models(self) -> bool:
+        return "*" in (n.strip() for n in self.models.split(","))
 
 
 @lru_cache

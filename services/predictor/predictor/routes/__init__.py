@@ -1,5 +1,5 @@
 """The predictor's routes: thin handlers over :class:`predictor.service.PredictorService`."""
 
-from predictor.routes import feedback, model, serving
+from predictor.routes import feedback, model, models, serving
 
-routers = [serving.router, model.router, feedback.router]
+routers = [serving.router, model.router, models.router, feedback.router]

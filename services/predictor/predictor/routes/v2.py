@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from mlops_common.auth import Reader
 from mlops_common.errors import ServiceError
 from predictor import __version__, oip
-from predictor.deps import Service, Settings
+from predictor.deps import Catalog, Settings
 from predictor.routes.serving import read_body
 from predictor.schemas import JSON_MEDIA_TYPE, request_body
 
@@ -74,50 +74,50 @@ async def live() -> oip.Live:
 
 
 @router.get("/health/ready", response_model=oip.Ready, responses={503: ERRORS[503]})
-async def ready(svc: Service) -> oip.Ready:
-    oip.served(svc, svc.name)
+async def ready(models: Catalog) -> oip.Ready:
+    oip.served(models, models.default.name)
     return oip.Ready(ready=True)
 
 
 @router.get("/models/{name}", response_model=oip.ModelMetadata, responses=ERRORS)
-async def model_metadata(name: str, svc: Service, _: Reader) -> oip.ModelMetadata:
-    return oip.metadata(oip.served(svc, name))
+async def model_metadata(name: str, models: Catalog, _: Reader) -> oip.ModelMetadata:
+    return oip.metadata(oip.served(models, name))
 
 
 @router.get("/models/{name}/versions/{version}", response_model=oip.ModelMetadata, responses=ERRORS)
-async def version_metadata(name: str, version: str, svc: Service, _: Reader) -> oip.ModelMetadata:
-    return oip.metadata(oip.served(svc, name, version))
+async def version_metadata(name: str, version: str, models: Catalog, _: Reader) -> oip.ModelMetadata:
+    return oip.metadata(oip.served(models, name, version))
 
 
 @router.get("/models/{name}/ready", response_model=oip.ModelReady, responses=ERRORS)
-async def model_ready(name: str, svc: Service, _: Reader) -> oip.ModelReady:
-    model = oip.served(svc, name)
+async def model_ready(name: str, models: Catalog, _: Reader) -> oip.ModelReady:
+    model = oip.served(models, name)
     return oip.ModelReady(name=model.name, version=model.version, ready=True)
 
 
 @router.get("/models/{name}/versions/{version}/ready", response_model=oip.ModelReady, responses=ERRORS)
-async def version_ready(name: str, version: str, svc: Service, _: Reader) -> oip.ModelReady:
-    model = oip.served(svc, name, version)
+async def version_ready(name: str, version: str, models: Catalog, _: Reader) -> oip.ModelReady:
+    model = oip.served(models, name, version)
     return oip.ModelReady(name=model.name, version=model.version, ready=True)
 
 
-async def _infer(request: Request, svc: Service, cfg: Settings, name: str, version: str | None) -> Response:
-    model = oip.served(svc, name, version)
+async def _infer(request: Request, models: Catalog, cfg: Settings, name: str, version: str | None) -> Response:
+    model = oip.served(models, name, version)
     body = await read_body(request, cfg.max_body_bytes)
     parsed = oip.parse(body, request.headers.get(oip.HEADER_LENGTH))
-    return Response(await oip.infer(svc, model, parsed), media_type=JSON_MEDIA_TYPE)
+    return Response(await oip.infer(models.get(name), model, parsed), media_type=JSON_MEDIA_TYPE)
 
 
 @router.post("/models/{name}/infer", response_model=oip.InferResponse, responses=INFER_ERRORS,
              openapi_extra=request_body(oip.InferRequest))
-async def infer(name: str, request: Request, svc: Service, cfg: Settings, _: Reader) -> Response:
+async def infer(name: str, request: Request, models: Catalog, cfg: Settings, _: Reader) -> Response:
     """Score the instances the input tensors hold with the served version."""
-    return await _infer(request, svc, cfg, name, None)
+    return await _infer(request, models, cfg, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", response_model=oip.InferResponse,
              responses=INFER_ERRORS, openapi_extra=request_body(oip.InferRequest))
-async def version_infer(name: str, version: str, request: Request, svc: Service, cfg: Settings,
+async def version_infer(name: str, version: str, request: Request, models: Catalog, cfg: Settings,
                         _: Reader) -> Response:
     """Score with this version, if it is the served one."""
-    return await _infer(request, svc, cfg, name, version)
+    return await _infer(request, models, cfg, name, version)
