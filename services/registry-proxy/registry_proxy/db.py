@@ -184,6 +184,34 @@ class GoldenSetRow(Base):
     set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class CanaryRow(Base):
+    """One canary rollout of a version: its steps, the share of traffic it has now and every step's checks."""
+
+    __tablename__ = "canaries"
+    __table_args__ = (Index("ix_canaries_model_id", "model_name", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(32))
+    production_version: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(24))
+    steps: Mapped[list[int]] = mapped_column(JsonType)
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[int] = mapped_column(Integer)
+    interval: Mapped[str] = mapped_column(String(16))
+    interval_seconds: Mapped[float] = mapped_column(Float)
+    require_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    thresholds: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_by: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_by: Mapped[str | None] = mapped_column(String(64))
+
+
 def make_engine(url: str) -> Engine:
     # pool_pre_ping: a Postgres restart costs one reconnect, not a failed request.
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800,

@@ -13,6 +13,7 @@ from registry_proxy.governance import Governance
 from registry_proxy.identity import Identity
 from registry_proxy.notifications import Notifier
 from registry_proxy.policies import Policies
+from registry_proxy.rollouts import Rollouts
 
 
 def get_context(request: Request) -> AppContext:
@@ -38,6 +39,10 @@ def policies(ctx: Ctx) -> Policies:
     return Policies(ctx.sessions, ctx.settings)
 
 
+def rollouts(ctx: Ctx) -> Rollouts:
+    return Rollouts(ctx)
+
+
 def notifier(ctx: Ctx) -> Notifier:
     return ctx.notifier
 
@@ -61,5 +66,6 @@ Registry = Annotated[mlflow_registry.Registry, Depends(registry)]
 Gov = Annotated[Governance, Depends(governance)]
 Identities = Annotated[Identity, Depends(identity)]
 PolicyStore = Annotated[Policies, Depends(policies)]
+Rollout = Annotated[Rollouts, Depends(rollouts)]
 Notifications = Annotated[Notifier, Depends(notifier)]
 TokenHolder = Annotated[Principal, Depends(token_holder)]

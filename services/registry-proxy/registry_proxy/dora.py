@@ -2,10 +2,12 @@
 
 - deployment frequency: production moves (``promote`` rows) in the window ÷ window days;
 - lead time: median of (version reached production − retrain requested_at) over those promotions;
-- change failure rate: rollbacks in the window ÷ promotions in the window;
+- change failure rate: rollbacks in the window ÷ changes in the window (promotions, and canaries that rolled
+  back: such a canary served real traffic without ever being promoted);
 - time to restore: median duration of the degraded periods that ended in the window. A degraded period
   starts when an incident is opened (POST /models/{name}/incidents) or, for a rollback with no open
-  incident, when the rolled-back version reached production; it ends at the next rollback or promotion.
+  incident, when the rolled-back version reached production; it ends at the next rollback or promotion. A
+  canary rolled back automatically was degraded from its start to its rollback.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def compute(session: Session, model: str, window_days: float, now: datetime | No
 
 def from_history(rows: list[AuditEntry], model: str, window_days: float, start: datetime,
                  now: datetime) -> dict[str, Any]:
-    promotions = rollbacks = 0
+    promotions = rollbacks = failed_canaries = 0
     lead_times: list[float] = []
     restores: list[float] = []
     promoted_at: dict[str, datetime] = {}
@@ -73,11 +75,18 @@ def from_history(rows: list[AuditEntry], model: str, window_days: float, start: 
             degraded_since = degraded_since or at
             continue
         if row.action == "rollback":
-            began = degraded_since or promoted_at.get(row.from_version or "")
+            canary = (row.details or {}).get("via") == "canary"
+            if canary:
+                began = _parse((row.details or {}).get("canary_started_at"))
+            else:
+                began = degraded_since or promoted_at.get(row.from_version or "")
             if in_window:
                 rollbacks += 1
+                failed_canaries += canary
                 if began is not None:
                     restores.append((at - began).total_seconds())
+            if canary:
+                continue  # production itself was not touched: an open incident stays open
         elif row.action == "promote":
             if in_window:
                 promotions += 1
@@ -102,7 +111,7 @@ def from_history(rows: list[AuditEntry], model: str, window_days: float, start: 
         "lead_time_seconds_mean": float(statistics.fmean(lead_times)) if lead_times else None,
         "lead_time_samples": len(lead_times),
         "rollbacks": rollbacks,
-        "change_failure_ratio": (rollbacks / promotions) if promotions else None,
+        "change_failure_ratio": (rollbacks / changes) if (changes := promotions + failed_canaries) else None,
         "restores": len(restores),
         "time_to_restore_seconds": _median(restores),
         "degraded": degraded_since is not None,

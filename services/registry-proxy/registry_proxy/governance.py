@@ -215,6 +215,12 @@ class Governance:
         return session.scalars(select(Decision).where(Decision.model_name == model, Decision.version == version,
                                                       Decision.status == "pending")).first()
 
+    # The steps other rollout operations (canaries) build on, inside a unit of their own.
+    set_alias = _set_alias
+    delete_alias = _delete_alias
+    notify = _notify
+    move_production = _move_production
+
     # -- operations -----------------------------------------------------------------------------------
 
     def promote(self, model: str, version: str, reason: str, actor: str) -> dict[str, Any]:

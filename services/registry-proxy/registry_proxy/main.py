@@ -22,7 +22,8 @@ from registry_proxy.identity import Identity, LocalAuthenticator
 from registry_proxy.metrics import STATE
 from registry_proxy.mlflow_registry import Registry, configure_mlflow_http
 from registry_proxy.notifications import Notifier
-from registry_proxy.routes import audit, decisions, models, notifications, policies, principals, ui
+from registry_proxy.rollouts import CanaryLoop
+from registry_proxy.routes import audit, decisions, models, notifications, policies, principals, rollouts, ui
 from registry_proxy.settings import RegistrySettings, get_settings
 
 log = logging.getLogger("registry_proxy")
@@ -63,11 +64,13 @@ def lifespan_of(settings: RegistrySettings | None) -> Lifespan:
         resumed = ctx.notifier.resume_stale()
         if resumed:
             log.info("re-sending %d notifications left pending by a previous process", resumed)
+        canaries = CanaryLoop(ctx).start()
         log.info("registry-proxy ready: mlflow=%s channel=%s webhook=%s", s.mlflow_tracking_uri,
                  s.model_events_channel, "on" if s.notify_webhook_url else "off")
         try:
             yield
         finally:
+            canaries.stop()
             ctx.notifier.shutdown()
             ctx.publisher.close()
             ctx.engine.dispose()
@@ -99,7 +102,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     app = create_service_app(name=NAME, version=__version__, description=DESCRIPTION, lifespan=lifespan_of(settings),
                              ready=readiness, metrics_namespace="registry", max_body_size=MAX_JSON_BODY_BYTES)
     install_handlers(app)
-    for module in (principals, models, policies, decisions, audit, notifications, ui):
+    for module in (principals, models, rollouts, policies, decisions, audit, notifications, ui):
         app.include_router(module.router)
     return app
 

@@ -5,6 +5,8 @@ evidence, payloads) are passed through as they are."""
 
 from __future__ import annotations
 
+import itertools
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -30,6 +32,60 @@ class PromoteRequest(Body):
     reason: str = Field("", max_length=2000)
 
     _check_version = field_validator("version", mode="before")(_version)
+
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS = 1.0, 24 * 3600.0
+
+
+def duration_seconds(text: str) -> float:
+    """``"2m"`` -> 120.0; units ms, s, m, h."""
+    match = DURATION.match(text.strip())
+    if match is None:
+        raise ValueError("a duration is a number and a unit: 30s, 2m, 1h")
+    return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+class CanaryStart(Body):
+    version: str
+    steps: list[int] = Field([5, 25, 50, 100], min_length=1, max_length=20,
+                             description="the canary's share of traffic (%) at each step; increasing, ending at 100")
+    interval: str = Field("2m", description="how long each step lasts before its analysis (1s to 24h)")
+    require_approval: bool = Field(False, description="after the last step, wait for POST .../canary/approve")
+    max_error_ratio: float | None = Field(None, ge=0, le=1, description="default CANARY_MAX_ERROR_RATIO")
+    max_p99_seconds: float | None = Field(None, gt=0, description="default CANARY_MAX_P99_SECONDS")
+    max_quality_drop: float | None = Field(None, ge=0, le=1, description="default CANARY_MAX_QUALITY_DROP")
+    reason: str = Field("", max_length=2000)
+
+    _check_version = field_validator("version", mode="before")(_version)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        if any(not 1 <= s <= 100 for s in steps):
+            raise ValueError("every step is a share of traffic from 1 to 100")
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError("steps must increase")
+        if steps[-1] != 100:
+            raise ValueError("the last step must be 100")
+        return steps
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        seconds = duration_seconds(value)
+        if not MIN_INTERVAL_SECONDS <= seconds <= MAX_INTERVAL_SECONDS:
+            raise ValueError("the interval must be from 1s to 24h")
+        return value.strip()
+
+    @property
+    def interval_seconds(self) -> float:
+        return duration_seconds(self.interval)
+
+
+class CanaryAction(Body):
+    reason: str = Field("", max_length=2000)
 
 
 class RollbackRequest(Body):
@@ -234,3 +290,56 @@ class NotificationView(View):
     created_at: str
     updated_at: str
     payload: dict[str, Any]
+
+
+class CanaryCheck(View):
+    name: str = Field(description="error_ratio, p99_seconds or quality_drop")
+    value: float | None = Field(description="null when Prometheus has no such series (no data)")
+    threshold: float
+    passed: bool
+    scope: Literal["version", "model", "none"] = Field(
+        description="version: the canary's own series; model: the model's (no per-version series); none: no data")
+    query: str
+
+
+class CanaryStepResult(View):
+    step: int
+    weight: int
+    time: str
+    passed: bool
+    checks: list[CanaryCheck]
+
+
+class CanaryView(View):
+    id: int
+    model_name: str
+    version: str
+    production_version: str | None
+    status: Literal["running", "paused", "rolled_back", "promoted", "awaiting_approval"]
+    steps: list[int]
+    step_index: int
+    weight: int = Field(description="the canary's share of traffic (%) now; 0 once it ended")
+    interval: str
+    interval_seconds: float
+    require_approval: bool
+    thresholds: dict[str, float]
+    checks: list[CanaryStepResult] = Field(description="one entry per analysed step, oldest first")
+    reason: str | None = Field(description="why it is paused, or why it ended")
+    started_by: str
+    started_at: str | None
+    updated_at: str | None
+    next_check_at: str | None
+    finished_at: str | None
+    finished_by: str | None
+
+
+class CanarySplit(BaseModel):
+    version: str
+    weight: int = Field(description="share of requests (%) the canary version answers")
+
+
+class RolloutView(BaseModel):
+    model_name: str
+    production: str | None = Field(description="the version the rest of the traffic goes to")
+    canary: CanarySplit | None
+    status: str | None = Field(description="the canary's status, null without one under way")

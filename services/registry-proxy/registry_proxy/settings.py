@@ -36,6 +36,19 @@ class RegistrySettings(CommonSettings):
     # How long a mutation waits for the per-model lock before answering 503.
     registry_lock_timeout_seconds: float = Field(30.0, gt=0)
 
+    # Canary rollouts: where the analysis reads the predictors' metrics, and the bars every step must stay under
+    # (a model's canary request may set its own, lower or higher).
+    prometheus_url: str = "http://127.0.0.1:9090"
+    prometheus_timeout_seconds: float = Field(5.0, gt=0)
+    canary_max_error_ratio: float = Field(0.05, ge=0, le=1)
+    canary_max_p99_seconds: float = Field(1.0, gt=0)
+    # How far a canary's live accuracy may fall below production's (when both series exist).
+    canary_max_quality_drop: float = Field(0.05, ge=0, le=1)
+    # The analysis looks back max(interval, this) so that a short interval still spans a few scrapes.
+    canary_min_window_seconds: float = Field(30.0, gt=0)
+    # How often the background loop looks for a canary whose step is due; 0 turns the loop off.
+    canary_tick_seconds: float = Field(2.0, ge=0)
+
     def _secrets(self) -> dict[str, str]:
         return {
             "registry_admin_token": self.registry_admin_token,

@@ -1,0 +1,429 @@
+"""Canary rollouts: a version takes a growing share of traffic, step by step, while Prometheus says it is healthy.
+
+The split lives here (Postgres), not in a predictor: every replica of the predictor reads
+``GET /models/{name}/rollout``. The canary version also holds the ``canary`` alias while the canary is under
+way, so predictors following alias events hear of it. A background loop (:class:`CanaryLoop`, one per
+process) advances every running canary whose step is due; each advance runs in the model's governance unit
+(its advisory lock) and takes the canary's row with ``FOR UPDATE SKIP LOCKED``, so several replicas never
+analyse the same step twice, and a restarted process picks the canaries up where Postgres says they are.
+
+At the end of each step the analysis reads the predictors' error ratio and p99 latency of the canary's
+version (and its live accuracy against production's, when both series exist). A failed check rolls back
+at once; Prometheus not answering pauses the canary (no blind promotion, no blind rollback).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from mlops_common.names import PRODUCTION_ALIAS, Tag
+from registry_proxy import audit
+from registry_proxy.context import AppContext
+from registry_proxy.db import CanaryRow, Decision
+from registry_proxy.errors import Conflict, NotFound, ServiceError
+from registry_proxy.governance import Governance, Unit
+from registry_proxy.metrics import ROLLBACKS
+from registry_proxy.mlflow_registry import failed_validation
+from registry_proxy.schemas import CanaryStart
+
+log = logging.getLogger(__name__)
+
+CANARY_ALIAS = "canary"
+CANARY_ACTOR = "canary"
+ACTIVE = ("running", "paused", "awaiting_approval")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+class PrometheusUnavailable(Exception):
+    pass
+
+
+def _string(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_error_ratio: float
+    max_p99_seconds: float
+    max_quality_drop: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"max_error_ratio": self.max_error_ratio, "max_p99_seconds": self.max_p99_seconds,
+                "max_quality_drop": self.max_quality_drop}
+
+
+class Analysis:
+    """The checks of one step, read from Prometheus.
+
+    Error ratio and p99 come from the predictor's HTTP series of the canary's version
+    (``model_name`` and ``model_version`` labels); where no such series exists, from the model's series (the
+    predictor of today labels its HTTP metrics by handler only, so the model-level selector also matches
+    series without a ``model_name``). Live accuracy is compared per version only."""
+
+    PREDICT_HANDLERS = 'handler=~"/predict|/invocations|/models/.+"'
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def value(self, query: str) -> float | None:
+        try:
+            r = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise PrometheusUnavailable(f"Prometheus at {self.url} did not answer: {type(exc).__name__}") from exc
+        if r.status_code != 200:
+            raise PrometheusUnavailable(f"Prometheus at {self.url} answered {r.status_code}: {r.text[:200]}")
+        body = r.json()
+        if body.get("status") != "success":
+            raise PrometheusUnavailable(f"Prometheus query failed: {body.get('error', body)}")
+        result = body.get("data", {}).get("result") or []
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return None if math.isnan(value) or math.isinf(value) else value
+
+    @staticmethod
+    def selectors(model: str, version: str) -> list[tuple[str, str]]:
+        return [("version", f'model_name="{_string(model)}",model_version="{_string(version)}"'),
+                ("model", f'model_name=~"{_string(re.escape(model))}|"')]
+
+    def _first(self, name: str, threshold: float, queries: list[tuple[str, str]]) -> dict[str, Any]:
+        for scope, query in queries:
+            value = self.value(query)
+            if value is not None:
+                return {"name": name, "value": value, "threshold": threshold, "passed": value <= threshold,
+                        "scope": scope, "query": query}
+        return {"name": name, "value": None, "threshold": threshold, "passed": True, "scope": "none",
+                "query": queries[0][1]}
+
+    def run(self, model: str, version: str, production: str | None, window_seconds: float,
+            thresholds: Thresholds) -> list[dict[str, Any]]:
+        w = f"{max(1, round(window_seconds))}s"
+        errors, latency = [], []
+        for scope, sel in self.selectors(model, version):
+            total = f"sum(rate(predictor_http_requests_total{{{sel}}}[{w}]))"
+            failed = f'sum(rate(predictor_http_requests_total{{{sel},status=~"5.."}}[{w}]))'
+            errors.append((scope, f"({failed} or on() vector(0)) / {total}"))
+            latency.append((scope, f"histogram_quantile(0.99, sum by (le) (rate("
+                                   f"predictor_http_request_duration_seconds_bucket{{{sel},{self.PREDICT_HANDLERS}}}"
+                                   f"[{w}])))"))
+        checks = [self._first("error_ratio", thresholds.max_error_ratio, errors),
+                  self._first("p99_seconds", thresholds.max_p99_seconds, latency)]
+        if production is not None:
+            checks.append(self._quality(model, version, production, thresholds.max_quality_drop))
+        return checks
+
+    def _quality(self, model: str, version: str, production: str, max_drop: float) -> dict[str, Any]:
+        def accuracy(v: str) -> str:
+            return f'max(predictor_live_accuracy{{model_name="{_string(model)}",model_version="{_string(v)}"}})'
+
+        query = f"{accuracy(production)} - {accuracy(version)}"
+        drop = self.value(query)
+        if drop is None:
+            return {"name": "quality_drop", "value": None, "threshold": max_drop, "passed": True, "scope": "none",
+                    "query": query}
+        return {"name": "quality_drop", "value": drop, "threshold": max_drop, "passed": drop <= max_drop,
+                "scope": "version", "query": query}
+
+
+def canary_view(row: CanaryRow) -> dict[str, Any]:
+    return {
+        "id": row.id, "model_name": row.model_name, "version": row.version,
+        "production_version": row.production_version, "status": row.status, "steps": list(row.steps),
+        "step_index": row.step_index, "weight": row.weight if row.status in ACTIVE else 0,
+        "interval": row.interval, "interval_seconds": row.interval_seconds,
+        "require_approval": row.require_approval, "thresholds": dict(row.thresholds), "checks": list(row.checks),
+        "reason": row.reason, "started_by": row.started_by, "started_at": _iso(row.started_at),
+        "updated_at": _iso(row.updated_at), "next_check_at": _iso(row.next_check_at),
+        "finished_at": _iso(row.finished_at), "finished_by": row.finished_by,
+    }
+
+
+class Rollouts:
+    """The canary operations; every change runs in the model's governance unit (lock, audit, events, undo)."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.registry = ctx.registry
+        self.governance = Governance(ctx)
+        self.analysis = Analysis(ctx.settings.prometheus_url, ctx.settings.prometheus_timeout_seconds)
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def latest(self, model: str) -> dict[str, Any]:
+        with self.ctx.sessions() as session:
+            row = session.scalars(select(CanaryRow).where(CanaryRow.model_name == model)
+                                  .order_by(CanaryRow.id.desc()).limit(1)).first()
+        if row is None:
+            self.registry.get_model(model)
+            raise NotFound(f"model {model!r} has had no canary")
+        return canary_view(row)
+
+    def rollout(self, model: str) -> dict[str, Any]:
+        production = self.registry.aliases(model).get(PRODUCTION_ALIAS)
+        with self.ctx.sessions() as session:
+            row = self._active(session, model)
+        canary = None
+        if row is not None:
+            canary = {"version": row.version, "weight": row.weight}
+        return {"model_name": model, "production": production, "canary": canary,
+                "status": row.status if row is not None else None}
+
+    @staticmethod
+    def _active(session: Any, model: str, lock: bool = False) -> CanaryRow | None:
+        query = select(CanaryRow).where(CanaryRow.model_name == model, CanaryRow.status.in_(ACTIVE))
+        if lock:
+            query = query.with_for_update()
+        return session.scalars(query.limit(1)).first()
+
+    # -- changes asked for by people ------------------------------------------------------------------
+
+    def start(self, model: str, req: CanaryStart, actor: str) -> dict[str, Any]:
+        mv = self.registry.get_version(model, req.version)
+        settings = self.ctx.settings
+        thresholds = Thresholds(
+            max_error_ratio=req.max_error_ratio if req.max_error_ratio is not None else settings.canary_max_error_ratio,
+            max_p99_seconds=req.max_p99_seconds if req.max_p99_seconds is not None else settings.canary_max_p99_seconds,
+            max_quality_drop=(req.max_quality_drop if req.max_quality_drop is not None
+                              else settings.canary_max_quality_drop))
+        with self.governance.unit(model) as unit:
+            session = unit.session
+            aliases = self.registry.aliases(model)
+            why = failed_validation(mv)
+            if why:
+                raise Conflict(f"cannot start a canary: {why}")
+            production = aliases.get(PRODUCTION_ALIAS)
+            if production == req.version:
+                raise Conflict(f"version {req.version} of {model!r} is already in production")
+            if production is None:
+                raise Conflict(f"model {model!r} has no production version to share traffic with: promote one first")
+            active = self._active(session, model)
+            if active is not None:
+                raise Conflict(f"canary {active.id} of {model!r} (version {active.version}) is {active.status}: "
+                               f"abort it first")
+            pending = session.scalars(select(Decision).where(Decision.model_name == model,
+                                                             Decision.version == req.version,
+                                                             Decision.status == "pending")).first()
+            if pending is not None:
+                raise Conflict(f"version {req.version} awaits decision {pending.id}: decide it first")
+            now = _now()
+            row = CanaryRow(model_name=model, version=req.version, production_version=production, status="running",
+                            steps=list(req.steps), step_index=0, weight=req.steps[0], interval=req.interval,
+                            interval_seconds=req.interval_seconds, require_approval=req.require_approval,
+                            thresholds=thresholds.as_dict(), checks=[], started_by=actor, started_at=now,
+                            updated_at=now, next_check_at=now + timedelta(seconds=req.interval_seconds))
+            session.add(row)
+            session.flush()
+            if aliases.get(CANARY_ALIAS) != req.version:
+                self.governance.set_alias(unit, model, CANARY_ALIAS, req.version, aliases.get(CANARY_ALIAS))
+            audit.record(session, actor=actor, action="canary.start", model=model, from_version=production,
+                         to_version=req.version, reason=req.reason,
+                         details={"canary_id": row.id, "steps": row.steps, "interval": row.interval,
+                                  "require_approval": row.require_approval, "thresholds": row.thresholds})
+            self.governance.notify(unit, "canary_started", model, version=req.version, from_version=production,
+                                    reason=req.reason, actor=actor, steps=row.steps, interval=row.interval)
+            view = canary_view(row)
+        return view
+
+    def _locked_active(self, unit: Unit, model: str) -> CanaryRow:
+        row = self._active(unit.session, model, lock=True)
+        if row is None:
+            self.registry.get_model(model)
+            raise Conflict(f"model {model!r} has no canary under way")
+        return row
+
+    def pause(self, model: str, reason: str, actor: str) -> dict[str, Any]:
+        with self.governance.unit(model) as unit:
+            row = self._locked_active(unit, model)
+            if row.status != "running":
+                raise Conflict(f"canary {row.id} of {model!r} is {row.status}, not running")
+            self._pause(unit, row, reason or f"paused by {actor}", actor)
+            view = canary_view(row)
+        return view
+
+    def resume(self, model: str, reason: str, actor: str) -> dict[str, Any]:
+        with self.governance.unit(model) as unit:
+            row = self._locked_active(unit, model)
+            if row.status != "paused":
+                raise Conflict(f"canary {row.id} of {model!r} is {row.status}, not paused")
+            row.status, row.reason, row.updated_at = "running", None, _now()
+            # The step that was interrupted is watched for a whole interval again.
+            row.next_check_at = row.updated_at + timedelta(seconds=row.interval_seconds)
+            audit.record(unit.session, actor=actor, action="canary.resume", model=model, to_version=row.version,
+                         reason=reason, details={"canary_id": row.id, "step": row.step_index, "weight": row.weight})
+            view = canary_view(row)
+        return view
+
+    def abort(self, model: str, reason: str, actor: str) -> dict[str, Any]:
+        with self.governance.unit(model) as unit:
+            row = self._locked_active(unit, model)
+            self._end(unit, row, "rolled_back", reason or f"aborted by {actor}", actor)
+            audit.record(unit.session, actor=actor, action="canary.abort", model=model, from_version=row.version,
+                         to_version=row.production_version, reason=row.reason,
+                         details={"canary_id": row.id, "step": row.step_index})
+            self.governance.notify(unit, "canary_aborted", model, version=row.production_version,
+                                    from_version=row.version, reason=row.reason, actor=actor)
+            view = canary_view(row)
+        return view
+
+    def approve(self, model: str, reason: str, actor: str) -> dict[str, Any]:
+        with self.governance.unit(model) as unit:
+            row = self._locked_active(unit, model)
+            if row.status != "awaiting_approval":
+                raise Conflict(f"canary {row.id} of {model!r} is {row.status}, not awaiting approval")
+            self._promote(unit, row, actor, reason or f"canary {row.id} approved by {actor}")
+            view = canary_view(row)
+        return view
+
+    # -- what the loop does ---------------------------------------------------------------------------
+
+    def due(self) -> list[tuple[int, str]]:
+        with self.ctx.sessions() as session:
+            rows = session.execute(select(CanaryRow.id, CanaryRow.model_name)
+                                   .where(CanaryRow.status == "running", CanaryRow.next_check_at <= _now())
+                                   .order_by(CanaryRow.next_check_at)).all()
+        return [(row_id, model) for row_id, model in rows]
+
+    def advance(self, canary_id: int, model: str) -> str | None:
+        """Analyses the canary's current step if it is still due; returns its status afterwards (None when
+        another replica had it)."""
+        with self.governance.unit(model) as unit:
+            row = unit.session.scalars(
+                select(CanaryRow).where(CanaryRow.id == canary_id, CanaryRow.status == "running",
+                                        CanaryRow.next_check_at <= _now())
+                .with_for_update(skip_locked=True)).first()
+            if row is None:
+                return None
+            thresholds = Thresholds(**row.thresholds)
+            window = max(row.interval_seconds, self.ctx.settings.canary_min_window_seconds)
+            try:
+                checks = self.analysis.run(model, row.version, row.production_version, window, thresholds)
+            except PrometheusUnavailable as exc:
+                self._pause(unit, row, f"analysis impossible: {exc}", CANARY_ACTOR)
+                return row.status
+            passed = all(c["passed"] for c in checks)
+            row.checks = [*row.checks, {"step": row.step_index, "weight": row.weight, "time": _now().isoformat(),
+                                        "passed": passed, "checks": checks}]
+            row.updated_at = _now()
+            if not passed:
+                self._rollback(unit, row, checks)
+            elif row.step_index + 1 < len(row.steps):
+                row.step_index += 1
+                row.weight = row.steps[row.step_index]
+                row.next_check_at = row.updated_at + timedelta(seconds=row.interval_seconds)
+                log.info("canary %s of %s: step %d passed, now %d%%", row.id, model, row.step_index, row.weight)
+            elif row.require_approval:
+                row.status, row.next_check_at = "awaiting_approval", None
+                row.reason = "every step passed: waiting for an approver (POST .../canary/approve)"
+                audit.record(unit.session, actor=CANARY_ACTOR, on_behalf_of=row.started_by, action="canary.passed",
+                             model=model, from_version=row.production_version, to_version=row.version,
+                             reason=row.reason, details={"canary_id": row.id})
+                self.governance.notify(unit, "canary_awaiting_approval", model, version=row.version,
+                                        from_version=row.production_version, reason=row.reason, actor=CANARY_ACTOR)
+            else:
+                self._promote(unit, row, CANARY_ACTOR, f"canary {row.id} passed every step ({row.steps})",
+                              on_behalf_of=row.started_by)
+            return row.status
+
+    # -- endings --------------------------------------------------------------------------------------
+
+    def _pause(self, unit: Unit, row: CanaryRow, reason: str, actor: str) -> None:
+        row.status, row.reason, row.updated_at, row.next_check_at = "paused", reason, _now(), None
+        audit.record(unit.session, actor=actor, action="canary.pause", model=row.model_name, to_version=row.version,
+                     reason=reason, details={"canary_id": row.id, "step": row.step_index, "weight": row.weight})
+        self.governance.notify(unit, "canary_paused", row.model_name, version=row.version,
+                                from_version=row.production_version, reason=reason, actor=actor)
+
+    def _end(self, unit: Unit, row: CanaryRow, status: str, reason: str, actor: str) -> None:
+        now = _now()
+        row.status, row.reason, row.updated_at, row.next_check_at = status, reason, now, None
+        row.finished_at, row.finished_by = now, actor
+        aliases = self.registry.aliases(row.model_name)
+        if aliases.get(CANARY_ALIAS) == row.version:
+            self.governance.delete_alias(unit, row.model_name, CANARY_ALIAS, row.version)
+
+    def _rollback(self, unit: Unit, row: CanaryRow, checks: list[dict[str, Any]]) -> None:
+        failed = [c for c in checks if not c["passed"]]
+        reason = "canary check failed: " + "; ".join(
+            f"{c['name']} {c['value']:.4g} > {c['threshold']:.4g} ({c['scope']})" for c in failed)
+        self._end(unit, row, "rolled_back", reason, CANARY_ACTOR)
+        self.registry.set_tags(row.model_name, row.version, {Tag.ROLLED_BACK_AT: _now().isoformat()})
+        # A rollback row: DORA counts it as a failed change restored after (rollback - canary start).
+        audit.record(unit.session, actor=CANARY_ACTOR, on_behalf_of=row.started_by, action="rollback",
+                     model=row.model_name, from_version=row.version, to_version=row.production_version,
+                     reason=reason, metrics={c["name"]: c["value"] for c in checks},
+                     details={"via": "canary", "canary_id": row.id, "step": row.step_index, "weight": row.weight,
+                              "canary_started_at": _iso(row.started_at), "checks": checks})
+        unit.after_commit.append(ROLLBACKS.labels(model_name=row.model_name).inc)
+        self.governance.notify(unit, "rollback", row.model_name, version=row.production_version,
+                                from_version=row.version, reason=reason, actor=CANARY_ACTOR)
+        log.warning("canary %s of %s rolled back: %s", row.id, row.model_name, reason)
+
+    def _promote(self, unit: Unit, row: CanaryRow, actor: str, reason: str, on_behalf_of: str | None = None) -> None:
+        aliases = self.registry.aliases(row.model_name)
+        self.governance.move_production(unit, row.model_name, row.version, actor=actor, on_behalf_of=on_behalf_of,
+                                         reason=reason, via="canary", aliases=aliases,
+                                         details={"canary_id": row.id, "steps": row.steps,
+                                                  "started_by": row.started_by})
+        self._end(unit, row, "promoted", reason, actor)
+        row.weight = 100
+
+
+class CanaryLoop:
+    """Advances due canaries every ``canary_tick_seconds``, in a daemon thread of this process."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.rollouts = Rollouts(ctx)
+        self.tick_seconds = ctx.settings.canary_tick_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="canary-loop", daemon=True)
+
+    def start(self) -> CanaryLoop:
+        if self.tick_seconds > 0:
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def tick(self) -> int:
+        advanced = 0
+        for canary_id, model in self.rollouts.due():
+            if self._stop.is_set():
+                break
+            try:
+                if self.rollouts.advance(canary_id, model) is not None:
+                    advanced += 1
+            except ServiceError as exc:
+                log.warning("canary %s of %s not advanced now: %s", canary_id, model, exc.detail)
+            except Exception:
+                log.exception("canary %s of %s not advanced now", canary_id, model)
+        return advanced
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick_seconds):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("canary loop: looking for due canaries failed")
