@@ -6,14 +6,20 @@ other alone."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 
+from mlops_common.errors import NotFound
+from predictor.catalog import ModelCatalog
+from predictor.service import PredictorService
+from predictor.settings import PredictorSettings
 from tests.predictor.models import (
     fare,
     metric_value,
@@ -25,7 +31,11 @@ from tests.predictor.models import (
     text_pipeline,
     wait_for,
 )
+from tests.predictor.test_app_inprocess import NAME, Aliases, FolderLoader, settings
+from tests.predictor.test_app_inprocess import model_folder as _model_folder
 from tests.support.registry import copies_of
+
+model_folder = _model_folder  # the tiny text model of test_app_inprocess, saved once for this module too
 
 SPAM = "WINNER!! Claim your free prize now, call 09061701461 to collect your cash award"
 
@@ -151,3 +161,36 @@ def test_an_alias_move_of_one_model_leaves_the_other_alone(served: Served, mlflo
     assert tabular.status_code == 200 and tabular.json()["model_version"] == served.tabular_version
     after = httpx.get(f"{served.url}/models/{served.tabular}", timeout=5).json()
     assert after["reloads"] == before["reloads"] and after["loaded_at"] == before["loaded_at"]
+
+
+class Listing:
+    def __init__(self, *names: str) -> None:
+        self.names = list(names)
+
+    def with_production(self) -> list[str]:
+        return self.names
+
+
+def test_every_model_with_a_production_alias_is_served_with_a_star(model_folder: Path) -> None:
+    """MODELS=*: the models the registry lists with a `production` alias are added, once each."""
+    star = settings().model_copy(update={"models": f"*, {NAME}"})
+    assert star.discover_models and star.model_names == [NAME]
+    cfg = settings()  # the periodic lookup itself is not started: it would ask MLflow
+
+    def service(c: PredictorSettings) -> PredictorService:
+        return PredictorService(c, loader=FolderLoader(c, model_folder), aliases=Aliases(production="1"))
+
+    async def run() -> None:
+        catalog = ModelCatalog(cfg, service)
+        assert list(catalog.services) == [NAME]
+        await catalog.start()
+        try:
+            assert await catalog.discover(Listing(NAME, "other")) == ["other"]
+            assert await catalog.discover(Listing(NAME, "other")) == []
+            assert list(catalog.services) == [NAME, "other"] and catalog.default.name == NAME
+            with pytest.raises(NotFound, match="this predictor serves 'tiny-sms', 'other'"):
+                catalog.get("third")
+        finally:
+            await catalog.stop()
+
+    asyncio.run(run())
