@@ -240,7 +240,7 @@ class Rollouts:
                          details={"canary_id": row.id, "steps": row.steps, "interval": row.interval,
                                   "require_approval": row.require_approval, "thresholds": row.thresholds})
             self.governance.notify(unit, "canary_started", model, version=req.version, from_version=production,
-                                    reason=req.reason, actor=actor, steps=row.steps, interval=row.interval)
+                                   reason=req.reason, actor=actor, steps=row.steps, interval=row.interval)
             view = canary_view(row)
         return view
 
@@ -281,7 +281,7 @@ class Rollouts:
                          to_version=row.production_version, reason=row.reason,
                          details={"canary_id": row.id, "step": row.step_index})
             self.governance.notify(unit, "canary_aborted", model, version=row.production_version,
-                                    from_version=row.version, reason=row.reason, actor=actor)
+                                   from_version=row.version, reason=row.reason, actor=actor)
             view = canary_view(row)
         return view
 
@@ -338,7 +338,7 @@ class Rollouts:
                              model=model, from_version=row.production_version, to_version=row.version,
                              reason=row.reason, details={"canary_id": row.id})
                 self.governance.notify(unit, "canary_awaiting_approval", model, version=row.version,
-                                        from_version=row.production_version, reason=row.reason, actor=CANARY_ACTOR)
+                                       from_version=row.production_version, reason=row.reason, actor=CANARY_ACTOR)
             else:
                 self._promote(unit, row, CANARY_ACTOR, f"canary {row.id} passed every step ({row.steps})",
                               on_behalf_of=row.started_by)
@@ -351,7 +351,7 @@ class Rollouts:
         audit.record(unit.session, actor=actor, action="canary.pause", model=row.model_name, to_version=row.version,
                      reason=reason, details={"canary_id": row.id, "step": row.step_index, "weight": row.weight})
         self.governance.notify(unit, "canary_paused", row.model_name, version=row.version,
-                                from_version=row.production_version, reason=reason, actor=actor)
+                               from_version=row.production_version, reason=reason, actor=actor)
 
     def _end(self, unit: Unit, row: CanaryRow, status: str, reason: str, actor: str) -> None:
         now = _now()
@@ -375,15 +375,15 @@ class Rollouts:
                               "canary_started_at": _iso(row.started_at), "checks": checks})
         unit.after_commit.append(ROLLBACKS.labels(model_name=row.model_name).inc)
         self.governance.notify(unit, "rollback", row.model_name, version=row.production_version,
-                                from_version=row.version, reason=reason, actor=CANARY_ACTOR)
+                               from_version=row.version, reason=reason, actor=CANARY_ACTOR)
         log.warning("canary %s of %s rolled back: %s", row.id, row.model_name, reason)
 
     def _promote(self, unit: Unit, row: CanaryRow, actor: str, reason: str, on_behalf_of: str | None = None) -> None:
         aliases = self.registry.aliases(row.model_name)
         self.governance.move_production(unit, row.model_name, row.version, actor=actor, on_behalf_of=on_behalf_of,
-                                         reason=reason, via="canary", aliases=aliases,
-                                         details={"canary_id": row.id, "steps": row.steps,
-                                                  "started_by": row.started_by})
+                                        reason=reason, via="canary", aliases=aliases,
+                                        details={"canary_id": row.id, "steps": row.steps,
+                                        "started_by": row.started_by})
         self._end(unit, row, "promoted", reason, actor)
         row.weight = 100
 
