@@ -383,7 +383,7 @@ class Rollouts:
         self.governance.move_production(unit, row.model_name, row.version, actor=actor, on_behalf_of=on_behalf_of,
                                         reason=reason, via="canary", aliases=aliases,
                                         details={"canary_id": row.id, "steps": row.steps,
-                                        "started_by": row.started_by})
+                                                 "started_by": row.started_by})
         self._end(unit, row, "promoted", reason, actor)
         row.weight = 100
 
