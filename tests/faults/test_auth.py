@@ -83,6 +83,23 @@ TABLE: dict[str, dict[tuple[str, str], str | None]] = {
         ("POST", "/predict"): "viewer",  # served by the ASGI fast path in front of FastAPI
         ("POST", "/invocations"): "viewer",  # the same fast path
         ("POST", "/feedback"): "scientist",
+        ("GET", "/ping"): OPEN,  # MLflow's scoring protocol: probes, like /health
+        ("GET", "/version"): OPEN,
+        ("GET", "/models"): "viewer",
+        ("GET", "/models/{name}"): "viewer",
+        ("POST", "/models/{name}/predict"): "viewer",  # the fast path too
+        ("POST", "/models/{name}/versions/{version}/predict"): "viewer",
+        ("POST", "/models/{name}/feedback"): "scientist",
+        # Open Inference Protocol v2: server probes open, model routes like /predict
+        ("GET", "/v2"): OPEN,
+        ("GET", "/v2/health/live"): OPEN,
+        ("GET", "/v2/health/ready"): OPEN,
+        ("GET", "/v2/models/{name}"): "viewer",
+        ("GET", "/v2/models/{name}/ready"): "viewer",
+        ("GET", "/v2/models/{name}/versions/{version}"): "viewer",
+        ("GET", "/v2/models/{name}/versions/{version}/ready"): "viewer",
+        ("POST", "/v2/models/{name}/infer"): "viewer",
+        ("POST", "/v2/models/{name}/versions/{version}/infer"): "viewer",
     },
 }
 # Routes that need a token even where reads are open.
@@ -162,7 +179,8 @@ def _refused(response: httpx.Response, status: int, what: str) -> None:
     if status == 401:
         assert response.headers.get("www-authenticate", "").lower().startswith("bearer"), what
     if "json" in response.headers.get("content-type", ""):
-        assert response.json()["detail"], what
+        body = response.json()
+        assert body.get("detail") or body.get("error"), what  # the Open Inference Protocol says "error"
 
 
 @pytest.mark.parametrize("reads", ["closed", "open"])
@@ -198,7 +216,8 @@ def test_each_route_admits_its_minimal_role_and_refuses_the_rest(
                 else:
                     _refused(r, 403, f"{method} {path} as {role}")
                     if "json" in r.headers.get("content-type", ""):
-                        assert "role" in r.json()["detail"], r.text
+                        body = r.json()
+                        assert "role" in (body.get("detail") or body.get("error")), r.text
             checked += 1
     assert checked == sum(minimal is not OPEN for minimal in TABLE[module].values())
 
