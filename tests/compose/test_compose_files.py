@@ -144,7 +144,7 @@ def test_each_service_gets_only_its_own_secrets(base: dict) -> None:
         for key, value in (service.get("environment") or {}).items():
             if SECRET_NAME.search(key) and not key.endswith("_FILE") and value is not None:
                 assert key in {"TRAINER_ALERT_WEBHOOK_URL", "OPERATOR_ALERT_WEBHOOK_URL", "MLFLOW_TRACKING_URI",
-                               "REGISTRY_URL", "PUBLIC_URL", "MLFLOW_PUBLIC_URL"}, (name, key)
+                               "REGISTRY_URL", "PUBLIC_URL", "MLFLOW_PUBLIC_URL", "PROMETHEUS_URL"}, (name, key)
     # The Python services: setting X from X_FILE, exactly the secrets each one uses.
     for name, own in SECRET_SETTINGS.items():
         env = base[name]["environment"]

@@ -42,6 +42,8 @@ class Tag:
     PROMOTED_AT: Final = "mlops.promoted_at"
     PROMOTED_VIA: Final = "mlops.promoted_via"
     ROLLED_BACK_AT: Final = "mlops.rolled_back_at"
+    # registered models (registry-proxy): the traffic split every predictor follows (mlops_common.rollout)
+    ROLLOUT: Final = "mlops.rollout"
     GATE_PREFIX: Final = "mlops.gate."
     GATE_OUTCOME: Final = "mlops.gate.outcome"
     GATE_CHALLENGER_SCORE: Final = "mlops.gate.challenger_score"
