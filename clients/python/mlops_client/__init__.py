@@ -1,0 +1,1 @@
+"""Client for the mlops stack's HTTP APIs."""
