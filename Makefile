@@ -39,7 +39,7 @@ test-faults: venv
 	$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check services tests bench scripts
+	$(BIN)/ruff check services clients tests bench scripts
 	$(BIN)/mypy --cache-dir $(VENV)/.mypy_cache
 
 ## make dev: the whole stack as local processes (no Docker). make dev-down stops it.
