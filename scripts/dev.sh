@@ -160,6 +160,22 @@ PY
   else
     echo "  prometheus not started (install Debian's 'prometheus' package to get it)"
   fi
+  # Alertmanager with infra/alertmanager/alertmanager.yml, its receivers pointed at this machine: trainer-api on
+  # 127.0.0.1 with the trainer-api token (from .dev/secrets, mode 600), the operators at OPERATOR_ALERT_WEBHOOK_URL.
+  if command -v prometheus-alertmanager >/dev/null; then
+    mkdir -p "$SECRETS" && chmod 700 "$SECRETS"
+    (umask 077 && printf '%s' "${TRAINER_API_TOKEN:-changethis}" >"$SECRETS/trainer_api_token")
+    sed -e "s|http://trainer-api:8002|http://127.0.0.1:$TRAINER_PORT|" \
+        -e "s|/run/secrets/mlops/trainer_api_token|$SECRETS/trainer_api_token|" \
+        -e "s|http://operators-webhook.invalid/set-OPERATOR_ALERT_WEBHOOK_URL|${OPERATOR_ALERT_WEBHOOK_URL:-http://operators-webhook.invalid/set-OPERATOR_ALERT_WEBHOOK_URL}|" \
+        infra/alertmanager/alertmanager.yml >"$DEV/alertmanager.yml"
+    start alertmanager prometheus-alertmanager --config.file="$DEV/alertmanager.yml" \
+      --storage.path="$DEV/alertmanager" --web.listen-address="127.0.0.1:${ALERTMANAGER_PORT:-9093}" \
+      --cluster.listen-address=
+    wait_http alertmanager "http://127.0.0.1:${ALERTMANAGER_PORT:-9093}/-/ready"
+  else
+    echo "  alertmanager not started (install Debian's 'prometheus-alertmanager' package to get it)"
+  fi
   cat <<MSG
 == ready
   predictor       http://127.0.0.1:$PREDICTOR_PORT/docs
