@@ -109,6 +109,10 @@ VOLUMES: dict[str, dict[str, str]] = {
         "grafana_admin_password": "grafana_admin_password",
         "trainer_api_token": "trainer_api_token",
     },
+    # Alertmanager calls trainer-api's /alerts/alertmanager with it (http_config.authorization.credentials_file).
+    "alertmanager": {
+        "trainer_api_token": "trainer_api_token",
+    },
 }
 
 # Redis users (ACL user name -> kept password).
