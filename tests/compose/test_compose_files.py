@@ -23,9 +23,11 @@ SECRETS_DIR = "/run/secrets/mlops"
 # Which secrets-init volume (docker/secrets-init/secrets_init.py VOLUMES) each service mounts.
 SECRET_VOLUME = {"postgres": "postgres", "redis": "redis", "mlflow": "mlflow", "registry-proxy": "registry-proxy",
                  "trainer-api": "trainer", "trainer-worker": "trainer", "trainer-beat": "trainer",
-                 "predictor": "predictor", "prometheus": "prometheus", "grafana": "grafana"}
+                 "predictor": "predictor", "prometheus": "prometheus", "grafana": "grafana",
+                 "alertmanager": "alertmanager"}
 # Secret files a service's own config files name (mounted from the repository) rather than its compose entry.
-CONFIG_FILES = {"prometheus": ["infra/prometheus/prometheus.yml", "docker/prometheus/prometheus.hostnet.yml"]}
+CONFIG_FILES = {"prometheus": ["infra/prometheus/prometheus.yml", "docker/prometheus/prometheus.hostnet.yml"],
+                "alertmanager": ["infra/alertmanager/alertmanager.yml"]}
 # The settings each Python service reads from a secret file, and its MLflow user.
 SECRET_SETTINGS = {
     "registry-proxy": {"REDIS_URL", "REGISTRY_DATABASE_URL", "REGISTRY_ADMIN_TOKEN", "REGISTRY_SERVICE_TOKEN",
@@ -61,7 +63,8 @@ def base() -> dict:
 
 def test_every_service_is_there(base: dict) -> None:
     assert set(base) == {"secrets-init", "postgres", "redis", "mlflow", "registry-proxy", "trainer-api",
-                         "trainer-worker", "trainer-beat", "predictor", "prometheus", "grafana"}
+                         "trainer-worker", "trainer-beat", "predictor", "prometheus", "grafana",
+                         "alertmanager"}
 
 
 def test_every_service_has_a_healthcheck(base: dict) -> None:
