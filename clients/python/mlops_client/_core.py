@@ -169,7 +169,7 @@ def refusal(response: httpx.Response, service: Service) -> MlopsError:
     status = response.status_code
     message = f"{SERVICE_NAMES[service]} answered {status}: {describe(detail)}"
     return error_class(status)(message, status=status, detail=detail, url=str(response.request.url),
-                               headers=dict(response.headers))
+                               headers={k.lower(): v for k, v in response.headers.items()})
 
 
 def unreachable(exc: httpx.HTTPError, call: Call[Any], base_url: str) -> UnavailableError:

@@ -12,7 +12,7 @@ from typing import Any
 
 class MlopsError(Exception):
     """Any failure of a call. ``status`` is the HTTP status (``None`` when no answer came), ``detail`` the
-    server's reason, ``url`` what was called."""
+    server's reason, ``url`` what was called, ``headers`` the answer's (names in lower case)."""
 
     def __init__(self, message: str, *, status: int | None = None, detail: Any = None, url: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
