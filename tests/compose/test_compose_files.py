@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = [REPO / "services" / s / "Dockerfile" for s in ("trainer", "registry-proxy", "predictor")] + [
     REPO / "docker" / "mlflow" / "Dockerfile"
 ]
-PUBLISHED = {"predictor", "registry-proxy", "trainer-api", "prometheus", "grafana", "mlflow"}
+PUBLISHED = {"predictor-lb", "registry-proxy", "trainer-api", "prometheus", "grafana", "mlflow"}
 BUILT = {"secrets-init", "mlflow", "registry-proxy", "trainer-api", "trainer-worker", "trainer-beat", "predictor"}
 SECRETS_DIR = "/run/secrets/mlops"
 # Which secrets-init volume (docker/secrets-init/secrets_init.py VOLUMES) each service mounts.
@@ -63,7 +63,7 @@ def base() -> dict:
 
 def test_every_service_is_there(base: dict) -> None:
     assert set(base) == {"secrets-init", "postgres", "redis", "mlflow", "registry-proxy", "trainer-api",
-                         "trainer-worker", "trainer-beat", "predictor", "prometheus", "grafana",
+                         "trainer-worker", "trainer-beat", "predictor", "predictor-lb", "prometheus", "grafana",
                          "alertmanager"}
 
 
@@ -72,6 +72,9 @@ def test_every_service_has_a_healthcheck(base: dict) -> None:
     for name, service in base.items():
         if name == "secrets-init":  # one-shot: the others wait for it to complete
             assert "healthcheck" not in service and "restart" not in service
+            continue
+        if name == "predictor-lb":  # no HTTP client in the haproxy image; it checks the predictors, none waits for it
+            assert not any(name in (s.get("depends_on") or {}) for s in base.values())
             continue
         assert "healthcheck" in service or name in dockerfile_health, name
     for path in DOCKERFILES:
@@ -93,12 +96,40 @@ def test_dependencies_wait_for_health_and_for_the_secrets(base: dict) -> None:
     assert set(base["mlflow"]["depends_on"]) == {"secrets-init", "postgres"}
 
 
-def test_workers_scale(base: dict) -> None:
+def test_workers_and_predictors_scale(base: dict) -> None:
+    """`docker compose up --scale trainer-worker=3 --scale predictor=3`: no fixed name, no published port; the
+    predictors are reached through predictor-lb, which follows them by their DNS name."""
     override = load("docker-compose.override.yml")["services"]
-    worker = base["trainer-worker"]
-    assert "container_name" not in worker and "ports" not in worker
-    assert "trainer-worker" not in override
+    for name in ("trainer-worker", "predictor"):
+        assert "container_name" not in base[name] and "ports" not in base[name], name
+        assert name not in override, name
     assert not any("container_name" in s for s in base.values())
+    assert override["predictor-lb"]["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:${PREDICTOR_PORT:-8000}:8000"]
+    lb = base["predictor-lb"]
+    assert lb["environment"]["PREDICTOR_ADDRESS"] == "predictor:8000" and lb["environment"]["LB_BIND"] == ":8000"
+    assert lb["environment"]["DNS_RESOLVER"] == "127.0.0.11:53"  # Docker's embedded DNS: one record per replica
+    assert lb["depends_on"]["predictor"] == {"condition": "service_healthy"}
+
+
+def test_the_load_balancer_config_is_the_repository_file_and_gets_every_variable(base: dict) -> None:
+    lb = base["predictor-lb"]
+    assert lb["volumes"] == ["./docker/haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"]
+    assert lb["command"][-2:] == ["-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+    config = re.sub(r"^\s*#.*$", "", (REPO / "docker/haproxy/haproxy.cfg").read_text(), flags=re.M)
+    used = set(re.findall(r"\$\{([A-Z_]+)\}", config))
+    assert used == set(lb["environment"])
+    assert re.search(r"^\s*option httpchk GET /ready$", config, re.M)
+    assert re.search(r"^\s*option redispatch", config, re.M) and re.search(r"^\s*retry-on .*conn-failure", config, re.M)
+    # the public image and the local stand-in are the same HAProxy release (Debian bookworm's is 2.6)
+    local = load("docker-compose.local.yml")["services"]
+    assert lb["image"] == "haproxy:2.6" and local["predictor-lb"]["image"] == "mlops/haproxy:2.6"
+    assert "haproxy:mlops/haproxy:2.6" in (REPO / "docker/build-base-images.sh").read_text()
+    # under host networking: the balancer on the published port, the one predictor beside it, Prometheus on that
+    hostnet = load("docker-compose.hostnet.yml")["services"]
+    lb_env, predictor_port = hostnet["predictor-lb"]["environment"], hostnet["predictor"]["environment"]["UVICORN_PORT"]
+    assert lb_env["LB_BIND"] == "127.0.0.1:18000"
+    assert lb_env["PREDICTOR_ADDRESS"] == f"127.0.0.1:{predictor_port}" != "127.0.0.1:18000"
+    assert f'"127.0.0.1:{predictor_port}"' in (REPO / "docker/prometheus/prometheus.hostnet.yml").read_text()
 
 
 def test_only_public_apis_grafana_and_prometheus_are_published(base: dict) -> None:
