@@ -18,7 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from mlops_common.errors import ServiceError
-from predictor import metrics
+from predictor import metrics, servedlog
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class FeedbackStore:
         self.model_name = model_name
         self.prefix = f"{prefix}:{model_name}"
         self.buffer: dict[str, bytes] = {}
+        self.served_log = servedlog.shared()  # what was served, for production datasets (None: off)
         self.ttl_seconds = 7 * 24 * 3600
         self.window_size = 500
         self.task: asyncio.Task[None] | None = None
@@ -52,7 +53,9 @@ class FeedbackStore:
     def _key(self, request_id: str) -> str:
         return f"{self.prefix}:pred:{request_id}"
 
-    def record(self, request_id: str, version: str, predictions: list[Any]) -> None:
+    def record(self, request_id: str, version: str, predictions: list[Any], rows: list[Any] | None = None) -> None:
+        if self.served_log is not None and rows is not None:
+            self.served_log.record(self.model_name, request_id, version, rows, predictions)
         if len(self.buffer) >= MAX_BUFFER:
             self.dropped.inc()
             return
@@ -60,8 +63,12 @@ class FeedbackStore:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._flush_loop(), name="prediction-store")
+        if self.served_log is not None:
+            self.served_log.start()
 
     async def stop(self) -> None:
+        if self.served_log is not None:
+            await self.served_log.stop()
         if self.task:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,6 +153,8 @@ class FeedbackStore:
         live = sum(float(x) for x in window) / len(window)
         (metrics.LIVE_ACCURACY if classifier else metrics.LIVE_MAE).labels(self.model_name).set(live)
         metrics.FEEDBACK.labels(self.model_name, "accepted").inc()
+        if self.served_log is not None:
+            self.served_log.label(self.model_name, request_id, index, label if classifier else value)
         answer: dict[str, Any] = {"request_id": request_id, "index": index, "model_version": stored["v"],
                                   "prediction": predicted, "window": len(window)}
         if classifier:
