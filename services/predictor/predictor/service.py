@@ -105,7 +105,7 @@ class PredictorService:
             raise invalid(exc) from None
         except ModelError as exc:
             raise Unprocessable(str(exc)) from None
-        self.store.record(request_id, served.version, values)
+        self.store.record(request_id, served.version, values, rows)
         answer: dict[str, Any] = {"predictions": values, "model_name": served.name,
                                   "model_version": served.version, "request_id": request_id}
         if probs is not None:
