@@ -24,6 +24,7 @@ from predictor import metrics
 from predictor.batching import COUNTED
 from predictor.context import PredictorContext
 from predictor.errors import not_started
+from predictor.routing import SERVED, VERSION_HEADER
 from predictor.service import PredictorService
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,14 @@ class FastPredict:
         self.model_routes = {False: (self._predict, HttpMetrics(namespace, MODEL_PATH, "POST")),
                              True: (self._predict, HttpMetrics(namespace, VERSION_PATH, "POST"))}
         self.per_model = metrics.ModelRequests()
+        self.version_headers: dict[str, list[tuple[bytes, bytes]]] = {}
+
+    def _answered_by(self, version: str) -> list[tuple[bytes, bytes]]:
+        """The headers of an answer: JSON, and which version answered (``X-Model-Version``)."""
+        found = self.version_headers.get(version)
+        if found is None:
+            found = self.version_headers[version] = [*JSON_HEADERS, (VERSION_HEADER, version.encode())]
+        return found
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -140,6 +149,9 @@ class FastPredict:
             if service is None:
                 raise ctx.catalog.unknown(str(name))
             status, content = 200, await answer(service, body, scope, version)
+            served = scope.get(SERVED)
+            if served is not None:
+                headers = self._answered_by(served)
         except ServiceError as exc:
             status, content = exc.status_code, exc.body()
             if exc.headers:
@@ -157,7 +169,7 @@ class FastPredict:
         seconds = time.perf_counter() - started
         http.observe(status, seconds, size, len(content))
         if service is not None:
-            self.per_model.observe(service.name, status, seconds)
+            self.per_model.observe(service.name, scope.get(SERVED, ""), status, seconds)
 
     @staticmethod
     async def _send(send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -16,8 +16,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from mlops_common import mlflow_utils
 from mlops_common.events import ModelEvent
-from mlops_common.names import PRODUCTION_ALIAS
+from mlops_common.names import PRODUCTION_ALIAS, Tag
 from mlops_common.observability import bind_log_context, log_context
+from mlops_common.rollout import ROLLOUT_EVENT_ALIAS, RolloutSplit
 from predictor import metrics
 from predictor.loader import ModelLoader
 from predictor.loading import LoadedModel
@@ -40,6 +41,19 @@ class MlflowAliases:
     def version(self, name: str, alias: str) -> str | None:
         found = mlflow_utils.version_by_alias(self.client, name, alias)
         return str(found.version) if found is not None else None
+
+    def state(self, name: str) -> tuple[dict[str, str], RolloutSplit]:
+        """The model's aliases (alias → version) and its rollout split (the ``mlops.rollout`` tag), from one
+        read of the registered model; no model is no aliases and no split. Blocking."""
+        try:
+            model = self.client.get_registered_model(name)
+        except Exception as exc:
+            if mlflow_utils.is_not_found(exc) or (getattr(exc, "error_code", None) == "PERMISSION_DENIED"
+                                                  and not mlflow_utils.model_exists(self.client, name)):
+                return {}, RolloutSplit()
+            raise
+        aliases = {str(alias): str(version) for alias, version in (model.aliases or {}).items()}
+        return aliases, RolloutSplit.from_tag((model.tags or {}).get(Tag.ROLLOUT))
 
     def exists(self, name: str, version: str) -> bool:
         """Whether ``version`` of ``name`` is registered; blocking."""
@@ -74,6 +88,7 @@ class FollowerStatus:
     failed_versions: dict[str, str] = field(default_factory=dict)
     last_swap: dict[str, Any] | None = None
     standby_version: str | None = None
+    rollout: RolloutSplit = field(default_factory=RolloutSplit)
 
 
 class ModelFollower:
@@ -103,6 +118,8 @@ class ModelFollower:
         # and kept here.
         self.standby: LoadedModel | None = None
         self.check_challenger = False
+        # Told the rollout split each time it changes (the service routes canary and shadow traffic with it).
+        self.on_split: Callable[[RolloutSplit], None] | None = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,12 +162,22 @@ class ModelFollower:
         triggered = self.woken_at or time.monotonic()
         self.woken_at = None
         assert self.aliases is not None
+        state = getattr(self.aliases, "state", None)  # aliases and split in one read, where the source can
         try:
-            target = await asyncio.to_thread(self.aliases.version, self.name, PRODUCTION_ALIAS)
+            if state is not None:
+                aliases, split = await asyncio.to_thread(state, self.name)
+                target = aliases.get(PRODUCTION_ALIAS)
+            else:
+                target, split = await asyncio.to_thread(self.aliases.version, self.name, PRODUCTION_ALIAS), None
         except Exception as exc:  # noqa: BLE001 - a registry read that fails is retried at the next poll
             self.status.last_error = f"could not read the production alias: {type(exc).__name__}: {exc}"[:500]
             log.warning("%s", self.status.last_error)
             return
+        if split is not None and split != self.status.rollout:
+            log.info("%s: rollout split now %s", self.name, split.to_tag())
+            self.status.rollout = split
+            if self.on_split is not None:
+                self.on_split(split)
         self.status.last_check_at = time.time()
         self.status.alias_version = target
         if target is None or (self.current is not None and self.current.version == target):
@@ -278,6 +305,9 @@ class ModelFollower:
             if event.alias == PRODUCTION_ALIAS:
                 self.status.events_received += 1
                 self.poke()
+            elif event.alias == ROLLOUT_EVENT_ALIAS:  # the split changed: read it (with the aliases) now
+                self.status.events_received += 1
+                self.wake.set()
             elif event.alias == mlflow_utils.CHALLENGER:
                 self.status.events_received += 1
                 self.check_challenger = True

@@ -39,6 +39,7 @@ from predictor.batching import ModelError
 from predictor.errors import not_serving
 from predictor.inputs import TextInputs
 from predictor.loading import LoadedModel
+from predictor.routing import SERVED
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -206,12 +207,14 @@ async def handle(svc: Any, cfg: Any, body: bytes, content_type: str,
     """One /invocations request: its JSON answer; raises :class:`ProtocolError` (or ``not_serving``) for a
     refusal. ``scope`` is the ASGI scope when the request was counted as arriving (by the fast path), so the
     micro-batcher knows when it has reached the queue."""
-    model = svc.model
+    model, batcher = (svc.model, svc.batcher) if svc.rollout is None else svc.pick(scope)
     if model is None:
         raise not_serving(svc.name)
+    if scope is not None:
+        scope[SERVED] = model.version
     mime = media_type(content_type)
     payload = json_object(body) if mime == JSON else None
-    texts = fast_texts(payload, model) if payload is not None and svc.batcher is not None else None
+    texts = fast_texts(payload, model) if payload is not None and batcher is not None else None
     frame = params = None
     if texts is None:
         frame, params = parse(mime, body, payload, model)
@@ -222,9 +225,9 @@ async def handle(svc: Any, cfg: Any, body: bytes, content_type: str,
         texts = _batched_texts(model, frame, params)
     if scope is not None:  # parsed: from here it is either queued or not coming to the batcher at all
         svc.arrivals.queued(scope)
-    if texts is not None and svc.batcher is not None:
+    if texts is not None and batcher is not None:
         try:
-            _, values, _ = await svc.batcher.submit(texts, False, model)
+            _, values, _ = await batcher.submit(texts, False, model)
         except ModelError as exc:
             raise ProtocolError(400, str(exc)) from None
         return orjson.dumps({"predictions": values})

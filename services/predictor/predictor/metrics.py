@@ -29,10 +29,33 @@ FEEDBACK = Counter("predictor_feedback_total", "Feedback requests, by outcome", 
 STORE_WRITES = Counter("predictor_prediction_store_writes_total",
                        "Predictions written to Redis for feedback joins, by outcome", ["model_name", "outcome"])
 # Per-model series beside the HTTP families (whose labels dashboards join on the instance: left unchanged).
-MODEL_REQUESTS = Counter("predictor_model_requests_total", "Prediction requests by model and status code",
-                         ["model_name", "status"])
-MODEL_LATENCY = Histogram("predictor_model_request_duration_seconds", "Prediction request latency by model",
-                          ["model_name"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+MODEL_REQUESTS = Counter("predictor_model_requests_total",
+                         "Prediction requests by model, the version that answered (\"\" when none) and status code",
+                         ["model_name", "model_version", "status"])
+MODEL_LATENCY = Histogram("predictor_model_request_duration_seconds",
+                          "Prediction request latency by model and the version that answered",
+                          ["model_name", "model_version"],
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+VERSION_LIVE_ACCURACY = Gauge("predictor_version_live_accuracy",
+                              "Accuracy over the recent feedback window of the requests a version scored "
+                              "(served, canary or shadow)", ["model_name", "model_version"])
+VERSION_LIVE_MAE = Gauge("predictor_version_live_mae",
+                         "Mean absolute error over the recent feedback window of the requests a version scored "
+                         "(served, canary or shadow)", ["model_name", "model_version"])
+ROLLOUT_SHARE = Gauge("predictor_rollout_share", "The rollout split followed: the canary's weight or the "
+                      "shadow's share of requests, %", ["model_name", "model_version", "role"])
+SHADOW_REQUESTS = Counter("predictor_shadow_requests_total", "Requests mirrored to the shadow version, by outcome "
+                          "(ok, error, shed: the mirror queue was full)", ["model_name", "model_version", "outcome"])
+SHADOW_LATENCY = Histogram("predictor_shadow_request_duration_seconds", "Time the shadow version took to score a "
+                           "mirrored request", ["model_name", "model_version"],
+                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+SHADOW_COMPARED = Counter("predictor_shadow_compared_total", "Instances the shadow scored beside production, by "
+                          "production's class (classifiers)", ["model_name", "model_version", "label"])
+SHADOW_AGREED = Counter("predictor_shadow_agreed_total", "Instances where the shadow predicted production's class, "
+                        "by production's class (classifiers)", ["model_name", "model_version", "label"])
+SHADOW_ABS_DIFFERENCE = Histogram("predictor_shadow_abs_difference", "Absolute difference between the shadow's and "
+                                  "production's predicted values (regressors)", ["model_name", "model_version"],
+                                  buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100))
 VERSIONS_LOADED = Gauge("predictor_versions_loaded", "Versions held in memory beside the production one",
                         ["model_name"])
 VERSION_EVICTIONS = Counter("predictor_version_evictions_total", "Versions unloaded to stay within the bound",
@@ -40,16 +63,16 @@ VERSION_EVICTIONS = Counter("predictor_version_evictions_total", "Versions unloa
 
 
 class ModelRequests:
-    """Per-model request counts and latency, label children bound once per (model, status)."""
+    """Per-model request counts and latency, label children bound once per (model, version, status)."""
 
     def __init__(self) -> None:
-        self.children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    def observe(self, name: str, status: int, seconds: float) -> None:
-        found = self.children.get((name, status))
+    def observe(self, name: str, version: str, status: int, seconds: float) -> None:
+        found = self.children.get((name, version, status))
         if found is None:
-            found = self.children[(name, status)] = (MODEL_REQUESTS.labels(name, str(status)),
-                                                       MODEL_LATENCY.labels(name))
+            found = self.children[(name, version, status)] = (MODEL_REQUESTS.labels(name, version, str(status)),
+                                                                 MODEL_LATENCY.labels(name, version))
         found[0].inc()
         found[1].observe(seconds)
 

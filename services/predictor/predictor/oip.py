@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlops_common.errors import BadRequest, NotFound, ServiceError, safe
-from predictor.batching import ModelError
+from predictor.batching import MicroBatcher, ModelError
 from predictor.catalog import ModelCatalog
 from predictor.errors import not_serving
 from predictor.inputs import AnyInputs, InputError, TextInputs
@@ -364,21 +364,26 @@ def _wanted(model: LoadedModel, request: InferRequest) -> tuple[bool, bool]:
     return True, flag
 
 
-async def infer(service: PredictorService, model: LoadedModel, request: InferRequest) -> bytes:
-    """The answer to one inference request, scored by the service's micro-batcher."""
+async def infer(service: PredictorService, model: LoadedModel, request: InferRequest,
+                batcher: MicroBatcher | None = None, mirror: bool = False) -> bytes:
+    """The answer to one inference request, scored by ``batcher`` (the service's micro-batcher by default);
+    ``mirror``: a request production answers is also mirrored to the rollout's shadow version."""
     instances = rows(model, request, service.settings.max_instances)
     predictions, probabilities = _wanted(model, request)
     try:
         instances = model.inputs.validate(instances)
     except InputError as exc:
         raise BadRequest(str(exc)) from None
-    assert service.batcher is not None
+    batcher = batcher or service.batcher
+    assert batcher is not None
     try:
-        used, values, probs = await service.batcher.submit(instances, probabilities, model)
+        used, values, probs = await batcher.submit(instances, probabilities, model)
     except (InputError, ModelError) as exc:
         raise BadRequest(str(exc)) from None
     request_id = uuid.uuid4().hex
     service.store.record(request_id, used.version, values)
+    if mirror:
+        service.mirror(instances, request_id, used, values)
     outputs: list[dict[str, Any]] = []
     if predictions:
         outputs.append({"name": PREDICTIONS, "datatype": prediction_datatype(used), "shape": [len(values)],

@@ -104,6 +104,8 @@ class ModelInfo(BaseModel):
     alias_version: str | None
     previous_version: str | None
     standby_version: str | None
+    rollout: dict[str, Any] | None = Field(None, description="the rollout split followed (the model's "
+                                           "mlops.rollout tag): {canary: {version, weight}, shadow: {version, share}}")
     reloads: dict[str, int]
     failed_versions: dict[str, str]
     last_swap: Swap | None

@@ -15,6 +15,7 @@ import orjson
 
 from mlops_common.errors import BadRequest, NotFound, Unprocessable
 from mlops_common.observability import bind_log_context
+from mlops_common.rollout import RolloutSplit, mirrored, to_canary
 from predictor import invocations, metrics
 from predictor.batching import Arrivals, Job, MicroBatcher, ModelError
 from predictor.errors import not_serving
@@ -23,6 +24,7 @@ from predictor.following import AliasReader, ModelFollower
 from predictor.inputs import InputError, check_list
 from predictor.loader import ModelLoader
 from predictor.loading import DEFAULT_QUALITY, LoadedModel
+from predictor.routing import SERVED, Routing, ShadowMirror, publish_split, rollout_key
 from predictor.schemas import FeedbackRequest
 from predictor.settings import PredictorSettings
 
@@ -51,6 +53,11 @@ class PredictorService:
         self.tasks: list[asyncio.Task[None]] = []
         # Where versions other than production are held (set by the catalog that serves this model).
         self.versions: VersionPool | None = None
+        # The rollout split followed (None: production answers everything; see predictor.routing).
+        self.rollout: Routing | None = None
+        self.split = RolloutSplit()
+        self.follower.on_split = self.set_split
+        self.shadow = ShadowMirror(self.name, self.store, settings.shadow_queue_size, settings.shadow_workers)
         metrics.MODEL_LOADED.labels(self.name).set(0)
 
     @property
@@ -64,6 +71,7 @@ class PredictorService:
             inline_max_rows=self.settings.inline_predict_max_rows, arrivals=self.arrivals)
         self.batcher.start()
         self.store.start()
+        self.shadow.start()
         self.follower.start()
         self.tasks.append(asyncio.get_running_loop().create_task(self._drift_loop(), name="drift"))
 
@@ -71,13 +79,14 @@ class PredictorService:
         """One /predict body scored (by ``version`` when given, else the production version): the JSON answer;
         raises a ``ServiceError`` for every refusal."""
         if version is None:
-            model, batcher = self.follower.current, self.batcher
+            model, batcher = (self.follower.current, self.batcher) if self.rollout is None else self.pick(scope)
             if model is None:
                 raise not_serving(self.name)
         else:
             if self.versions is None:
                 raise NotFound(f"model {self.name!r} serves no version but production")
             model, batcher = await self.versions.acquire(self, version)
+        scope[SERVED] = model.version  # the version that answers (or refuses) this request
         request_id = uuid.uuid4().hex
         bind_log_context(request_id=request_id)
         try:
@@ -106,11 +115,45 @@ class PredictorService:
         except ModelError as exc:
             raise Unprocessable(str(exc)) from None
         self.store.record(request_id, served.version, values, rows)
+        scope[SERVED] = served.version
+        if self.rollout is not None and version is None:
+            self.mirror(rows, request_id, served, values)
         answer: dict[str, Any] = {"predictions": values, "model_name": served.name,
                                   "model_version": served.version, "request_id": request_id}
         if probs is not None:
             answer["probabilities"] = probs
         return orjson.dumps(answer)
+
+    def pick(self, scope: MutableMapping[str, Any] | None) -> tuple[LoadedModel | None, MicroBatcher | None]:
+        """The version (and its batcher) that answers a request without an explicit version: the canary for
+        the request's share of the split when it is held, else production."""
+        rollout = self.rollout
+        if rollout is not None and rollout.canary is not None and self.versions is not None \
+                and to_canary(rollout.split, rollout_key(scope)):
+            held = self.versions.ready(self, rollout.canary)
+            if held is not None:
+                return held
+        return self.follower.current, self.batcher
+
+    def mirror(self, rows: list[Any], request_id: str, served: LoadedModel, values: list[Any]) -> None:
+        """Hand a request production answered to the shadow version, when the split's share draws it."""
+        rollout = self.rollout
+        if (rollout is None or rollout.shadow is None or self.versions is None
+                or served is not self.follower.current or not mirrored(rollout.split)):
+            return
+        held = self.versions.ready(self, rollout.shadow)
+        if held is not None and held[0] is not served:
+            self.shadow.offer(held[0], rows, request_id, values)
+
+    def set_split(self, split: RolloutSplit) -> None:
+        """Follow a new rollout split (the follower calls this when the tag changes); the canary and shadow
+        versions start loading at once."""
+        publish_split(self.name, split, self.split)
+        self.split, self.rollout = split, Routing.of(split)
+        if self.rollout is not None and self.versions is not None:
+            for version in (self.rollout.canary, self.rollout.shadow):
+                if version is not None:
+                    self.versions.prepare(self, version)
 
     async def invocations(self, body: bytes, content_type: str, scope: MutableMapping[str, Any] | None) -> bytes:
         """One /invocations request (MLflow's scoring protocol): the JSON answer, or a ``ServiceError``."""
@@ -141,6 +184,7 @@ class PredictorService:
             alias_version=status.alias_version,
             previous_version=self.follower.previous.version if self.follower.previous else None,
             standby_version=status.standby_version,
+            rollout=status.rollout.model_dump(),
             reloads=status.reloads,
             failed_versions=status.failed_versions,
             last_swap=status.last_swap,
@@ -156,6 +200,7 @@ class PredictorService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.follower.stop()
+        await self.shadow.stop()
         if self.batcher:
             await self.batcher.stop()
         await self.store.stop()
@@ -217,6 +262,9 @@ class PredictorService:
             try:
                 self.update_drift_gauges()
                 if self.model is not None:
-                    await self.store.refresh(self.model.is_classifier)
+                    rollout = self.rollout
+                    others = (rollout.canary, rollout.shadow) if rollout is not None else ()
+                    await self.store.refresh(self.model.is_classifier,
+                                             (self.model.version, *(v for v in others if v is not None)))
             except Exception as exc:  # noqa: BLE001 - a background loop must not die
                 log.warning("periodic drift/quality update failed: %s", exc)

@@ -43,6 +43,10 @@ class PredictorSettings(CommonSettings):
     keep_previous_model: bool = True
     # Load a version as soon as an event names it `challenger`, so its promotion swaps at once.
     prefetch_challenger: bool = True
+    # Shadow traffic (the rollout split's shadow): mirrored requests waiting for the shadow version beyond this
+    # many are shed (counted, never queued behind production); the shadow scores in this many threads.
+    shadow_queue_size: int = Field(256, ge=1)
+    shadow_workers: int = Field(1, ge=1, le=8)
     # A version that failed to load is retried after this long (doubling on each failure, at most 10 min).
     load_retry_seconds: float = Field(30.0, gt=0)
     # Load versions in a separate loader process (the server only unpickles the result); false: in a thread.

@@ -87,6 +87,37 @@ class VersionPool:
                                                                        name=f"load-{service.name}-{version}")
         raise loading(*key)
 
+    def ready(self, service: PredictorService, version: str) -> tuple[LoadedModel, MicroBatcher] | None:
+        """The model and batcher for ``version`` if it is held (the canary's and shadow's way in): never waits
+        nor refuses; a version not held yet starts loading and is None until it is."""
+        current = service.follower.current
+        if current is not None and current.version == version and service.batcher is not None:
+            return current, service.batcher
+        held = self.held.get((service.name, version))
+        if held is not None:
+            self.held.move_to_end((service.name, version))
+            return held.model, held.batcher
+        self.prepare(service, version)
+        return None
+
+    def prepare(self, service: PredictorService, version: str) -> None:
+        """Start loading ``version`` unless it is held, loading, production or failed recently."""
+        key = (service.name, version)
+        current = service.follower.current
+        if (key in self.held or key in self.loading or not version.isdigit()
+                or (current is not None and current.version == version)):
+            return
+        failure = self.failed.get(key)
+        if failure is not None and time.monotonic() < failure[1]:
+            return
+        kept = next((m for m in (service.follower.previous, service.follower.standby)
+                     if m is not None and m.version == version), None)
+        if kept is not None:
+            self._hold(key, kept)
+            return
+        self.loading[key] = asyncio.get_running_loop().create_task(self._load(service, version),
+                                                                   name=f"load-{service.name}-{version}")
+
     def loaded(self, name: str) -> list[str]:
         return [version for (model, version) in self.held if model == name]
 

@@ -51,7 +51,7 @@ async def model_info(name: str, models: Catalog, _: Reader) -> Any:
 async def predict(name: str, request: Request, models: Catalog, cfg: Settings, _: Reader) -> Response:
     """As ``POST /predict``, with the named model's production version."""
     service = models.get(name)
-    return await answer(service.predict(await read_body(request, cfg.max_body_bytes), request.scope))
+    return await answer(service.predict(await read_body(request, cfg.max_body_bytes), request.scope), request)
 
 
 @router.post(VERSION_PATH, response_model=PredictResponse, responses=VERSION_REFUSALS,
@@ -61,7 +61,8 @@ async def predict_version(name: str, version: str, request: Request, models: Cat
     """As ``POST /predict``, with this version of the named model: loaded on the first request (503 with
     Retry-After until it is), unloaded when least recently used beyond MAX_LOADED_VERSIONS."""
     service = models.get(name)
-    return await answer(service.predict(await read_body(request, cfg.max_body_bytes), request.scope, version))
+    return await answer(service.predict(await read_body(request, cfg.max_body_bytes), request.scope, version),
+                        request)
 
 
 @router.post("/models/{name}/feedback", response_model=FeedbackResponse, response_model_exclude_none=True,

@@ -18,6 +18,7 @@ from mlops_common.errors import ServiceError
 from predictor.deps import Service, Settings
 from predictor.errors import not_serving
 from predictor.fastpath import INVOCATIONS, PATH, too_large
+from predictor.routing import MODEL_VERSION_HEADER, SERVED
 from predictor.schemas import (
     JSON_MEDIA_TYPE,
     ErrorBody,
@@ -62,10 +63,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def answer(content: Awaitable[bytes]) -> Response:
-    """The service's answer, or its refusal rendered by the refusal itself (as the fast path does)."""
+async def answer(content: Awaitable[bytes], request: Request | None = None) -> Response:
+    """The service's answer (with the version that answered it, ``X-Model-Version``), or its refusal rendered
+    by the refusal itself (as the fast path does)."""
     try:
-        return Response(await content, media_type=JSON_MEDIA_TYPE)
+        body = await content
+        served = request.scope.get(SERVED) if request is not None else None
+        return Response(body, media_type=JSON_MEDIA_TYPE,
+                        headers={MODEL_VERSION_HEADER: served} if served is not None else None)
     except ServiceError as exc:
         return Response(exc.body(), status_code=exc.status_code, headers=exc.headers, media_type=JSON_MEDIA_TYPE)
 
@@ -74,7 +79,7 @@ async def answer(content: Awaitable[bytes]) -> Response:
 async def predict(request: Request, svc: Service, cfg: Settings, _: Reader) -> Response:
     """Score instances with the production version: ``{"instances": [...], "probabilities": false}``,
     strings for text models, records for tabular ones."""
-    return await answer(svc.predict(await read_body(request, cfg.max_body_bytes), request.scope))
+    return await answer(svc.predict(await read_body(request, cfg.max_body_bytes), request.scope), request)
 
 
 @router.post(INVOCATIONS, response_model=InvocationsResponse, responses=PROTOCOL_REFUSALS,
@@ -83,7 +88,7 @@ async def invocations(request: Request, svc: Service, cfg: Settings, _: Reader) 
     """MLflow's scoring protocol (as ``mlflow models serve``): ``dataframe_split``, ``dataframe_records``,
     ``instances`` or ``inputs`` as JSON, or a frame as CSV or Parquet (``application/vnd.apache.parquet``)."""
     body = await read_body(request, cfg.max_body_bytes)
-    return await answer(svc.invocations(body, request.headers.get("content-type", ""), None))
+    return await answer(svc.invocations(body, request.headers.get("content-type", ""), request.scope), request)
 
 
 def plain_text(example: str) -> dict[int | str, dict]:

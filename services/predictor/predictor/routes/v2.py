@@ -20,7 +20,9 @@ from mlops_common.auth import Reader
 from mlops_common.errors import ServiceError
 from predictor import __version__, oip
 from predictor.deps import Catalog, Settings
+from predictor.errors import not_serving
 from predictor.routes.serving import read_body
+from predictor.routing import MODEL_VERSION_HEADER
 from predictor.schemas import JSON_MEDIA_TYPE, request_body
 
 log = logging.getLogger(__name__)
@@ -103,9 +105,15 @@ async def version_ready(name: str, version: str, models: Catalog, _: Reader) -> 
 
 async def _infer(request: Request, models: Catalog, cfg: Settings, name: str, version: str | None) -> Response:
     model = oip.served(models, name, version)
+    service, batcher = models.get(name), None
+    if version is None and service.rollout is not None:  # the rollout split picks production or the canary
+        model, batcher = service.pick(request.scope)  # type: ignore[assignment]
+        if model is None:
+            raise not_serving(name)
     body = await read_body(request, cfg.max_body_bytes)
     parsed = oip.parse(body, request.headers.get(oip.HEADER_LENGTH))
-    return Response(await oip.infer(models.get(name), model, parsed), media_type=JSON_MEDIA_TYPE)
+    content = await oip.infer(service, model, parsed, batcher, mirror=version is None)
+    return Response(content, media_type=JSON_MEDIA_TYPE, headers={MODEL_VERSION_HEADER: model.version})
 
 
 @router.post("/models/{name}/infer", response_model=oip.InferResponse, responses=INFER_ERRORS,
