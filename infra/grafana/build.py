@@ -335,6 +335,27 @@ def serving() -> dict[str, Any]:
              "mean over 1h"),
             ("max(predictor_model_load_seconds_sum / predictor_model_load_seconds_count)", "mean since start"),
         ], unit="s", description="Download, load and warm-up of a version before the swap."),
+        # Rollout: the per-version series registry-proxy's canary analysis reads (production and canary side
+        # by side while a canary runs; one version otherwise).
+        Panel("Requests per second by version (rollout)",
+              [(f"sum by (model_name, model_version) (rate(predictor_model_requests_total{{{M}}}{RI}))",
+                "{{model_name}} v{{model_version}}")], unit="reqps", width=8,
+              description="predictor_model_requests_total by the version that answered: a canary's share "
+                          "of traffic shows as its own line."),
+        Panel("Error ratio by version (rollout)",
+              [(f"(sum by (model_name, model_version) "
+                f"(rate(predictor_model_requests_total{{{M},status=~\"5..\"}}{RI})) "
+                f"or sum by (model_name, model_version) (rate(predictor_model_requests_total{{{M}}}{RI})) * 0) "
+                f"/ sum by (model_name, model_version) (rate(predictor_model_requests_total{{{M}}}{RI}))",
+                "{{model_name}} v{{model_version}}")], unit="percentunit", width=8,
+              thresholds=[(ERROR_RATIO_SLO, "red")],
+              description="5xx answers over all answers, per version: what the canary analysis compares."),
+        Panel("p99 by version (rollout)",
+              [(f"histogram_quantile(0.99, sum by (model_name, model_version, le) "
+                f"(rate(predictor_model_request_duration_seconds_bucket{{{M}}}{RI})))",
+                "{{model_name}} v{{model_version}}")], unit="s", width=8,
+              thresholds=[(LATENCY_SLO_SECONDS, "red")],
+              description="predictor_model_request_duration_seconds per version that answered."),
         Panel("Scrape targets up", [("up", "{{job}} {{instance}}")], kind="stat", width=24, height=5,
               thresholds=[(1, "green")], base_color="red", description="0 means Prometheus cannot reach that service."),
     ]
@@ -355,6 +376,13 @@ def quality() -> dict[str, Any]:
             (f"max by (model_name) (predictor_quality_threshold{{{M}}}) and on (model_name) "
              f"predictor_live_mae{{{M}}}", "threshold {{model_name}}"),
         ], description="Mean absolute error over the feedback window (regression)."),
+        Panel("Live quality by version (rollout)", [
+            (f"max by (model_name, model_version) (predictor_version_live_accuracy{{{M}}})",
+             "accuracy {{model_name}} v{{model_version}}"),
+            (f"max by (model_name, model_version) (predictor_version_live_mae{{{M}}})",
+             "MAE {{model_name}} v{{model_version}}"),
+        ], width=24, description="Feedback scored per version that answered (production, canary) or mirrored "
+                                 "the request (shadow): both versions over the same requests."),
         Panel("Quality shortfall (alert series)", [(QUALITY_SHORTFALL.replace(
             "predictor_quality_threshold)", f"predictor_quality_threshold{{{M}}})"), "{{model_name}}")],
             description="Threshold minus accuracy, or MAE minus threshold: above 0 means worse than the bar."),
