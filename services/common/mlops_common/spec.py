@@ -7,7 +7,7 @@ default. :func:`resolve_spec` deep-merges a request's partial spec over the file
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -85,6 +85,19 @@ class QualitySpec(Strict):
     feedback_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
 
 
+class RetrainSpec(Strict):
+    """What a retrain that the stack starts by itself trains on (an alert's; trainer-beat's when ``scheduled``):
+    ``reference`` is ``data.uri``; ``production`` the labelled rows the predictor served in the last
+    ``window_days`` (at most ``max_rows``, newest first: ``production:<model>?days=..&rows=..``); ``both`` the
+    reference data plus those rows. A retrain asked for through the API trains on the ``data.uri`` it gives."""
+
+    data: Literal["reference", "production", "both"] = "reference"
+    window_days: float = Field(7.0, gt=0)
+    max_rows: int = Field(50_000, ge=1)
+    # Scheduled retrains use ``data`` too (otherwise they train on ``data.uri``).
+    scheduled: bool = False
+
+
 TEXT_DEFAULT_CANDIDATES = [
     Candidate(featurizer=Component(type="bow"), estimator=Component(type="knn", params={"n_neighbors": 5})),
     Candidate(featurizer=Component(type="tfidf"), estimator=Component(type="knn", params={"n_neighbors": 5})),
@@ -110,6 +123,7 @@ class ModelSpec(Strict):
     quality: QualitySpec = Field(default_factory=QualitySpec)
     # Cron expression honoured by trainer-beat, e.g. "0 3 * * 1".
     schedule: str | None = None
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
 
     @model_validator(mode="after")
     def _defaults_by_task(self) -> ModelSpec:

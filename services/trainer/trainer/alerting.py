@@ -1,6 +1,9 @@
 """Alert webhooks (Grafana and Alertmanager): a firing alert labelled ``model_name`` and ``retrain="true"``
-enqueues a retrain of that model, at most once per alert group within ALERT_COOLDOWN_SECONDS; resolved
-alerts, and alerts not labelled for retraining, are ignored."""
+enqueues a retrain of that model, at most once per alert group within ALERT_COOLDOWN_SECONDS, and, whatever
+the group, at most once per ALERT_MODEL_COOLDOWN_SECONDS and ALERT_MAX_RETRAINS_PER_DAY times a day per model;
+beyond those limits the alert is acknowledged ("skipped: ...") and nothing is queued. Resolved alerts, and
+alerts not labelled for retraining, are ignored. The retrain trains on what the spec's ``retrain.data`` says
+(the reference data, recent labelled production data, or both)."""
 
 from __future__ import annotations
 
@@ -62,15 +65,29 @@ def handle_notification(source: str, note: Notification, settings: TrainerSettin
         if not fresh:
             alert_retrains().labels(name, "cooldown").inc()
             results.append(AlertRetrain(model_name=name, outcome="cooldown",
-                                        detail=f"this alert group already triggered a retrain in the last "
-                                               f"{settings.alert_cooldown_seconds}s"))
+                                        detail=f"skipped: cool-down: this alert group already triggered a retrain "
+                                               f"in the last {settings.alert_cooldown_seconds}s"))
+            continue
+        try:
+            refusal = store.claim_model_alert(name, settings.alert_model_cooldown_seconds,
+                                              settings.alert_max_retrains_per_day)
+        except redis.RedisError as exc:
+            store.release_alert(name, group)
+            raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from exc
+        if refusal is not None:
+            store.release_alert(name, group)  # the group may ask again once the model's limits allow it
+            outcome = "cooldown" if refusal.startswith("skipped: cool-down") else "capped"
+            alert_retrains().labels(name, outcome).inc()
+            log.info("alert from %s for %s not queued: %s", source, name, refusal)
+            results.append(AlertRetrain(model_name=name, outcome=outcome, detail=refusal))
             continue
         try:
             override = last_trained_spec(settings, store, name)
             submitted = submit(settings, store, datasets, name, override, source=f"alert:{source}",
-                               principal=principal)
+                               principal=principal, retrain_data=True)
         except Rejected as exc:
             store.release_alert(name, group)
+            store.release_model_alert(name)
             alert_retrains().labels(name, "rejected").inc()
             results.append(AlertRetrain(model_name=name, outcome="rejected", detail=exc.detail))
             continue

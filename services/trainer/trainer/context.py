@@ -54,7 +54,8 @@ def build_context(settings: TrainerSettings) -> TrainerContext:
               if broker_url.startswith(REDIS_SCHEMES) else conn)
     datasets = DatasetStore(settings.datasets_dir, settings.allowed_data_roots, settings.max_upload_bytes,
                             settings.http_timeout_seconds, allowed_hosts=settings.data_allowed_hosts,
-                            restore=mlflow_restorer(settings.mlflow_tracking_uri))
+                            restore=mlflow_restorer(settings.mlflow_tracking_uri),
+                            served_log_url=settings.served_log_database_url)
     return TrainerContext(
         settings=settings,
         store=JobStore(conn, settings.job_ttl_seconds),

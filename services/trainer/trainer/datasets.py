@@ -27,6 +27,8 @@ import httpx
 import pandas as pd
 
 from mlops_common.settings import REPO_ROOT
+from mlops_common.spec import ModelSpec
+from trainer import production
 
 log = logging.getLogger(__name__)
 Format = Literal["csv", "parquet"]
@@ -57,6 +59,8 @@ class Snapshot:
     source: str
     created_at: str
     size_bytes: int
+    # Where the rows came from, for a materialised production dataset (versions, window, row count).
+    lineage: dict[str, Any] | None = None
 
     def public(self) -> dict[str, object]:
         data = asdict(self)
@@ -90,8 +94,10 @@ def read_frame(path: Path | str, fmt: Format) -> pd.DataFrame:
 class DatasetStore:
     def __init__(self, root: Path, allowed_roots: list[Path], max_bytes: int, http_timeout: float = 60.0,
                  allowed_hosts: Collection[str] | None = None,
-                 restore: Callable[[str, Path], Path | None] | None = None) -> None:
+                 restore: Callable[[str, Path], Path | None] | None = None, served_log_url: str = "") -> None:
         self.root = root
+        # The predictors' served log (Postgres), for production:<model> datasets; empty: none.
+        self.served_log_url = served_log_url
         # Fetches a snapshot this store lacks (e.g. from the MLflow run that trained on it) into a folder.
         self.restore = restore
         self.allowed_roots = allowed_roots
@@ -150,7 +156,8 @@ class DatasetStore:
         snaps = [Snapshot(**json.loads(p.read_text())) for p in self.root.glob("*.json")]
         return sorted(snaps, key=lambda s: s.created_at, reverse=True)
 
-    def ingest_file(self, tmp_path: Path, sha: str, size: int, source: str, name: str = "") -> Snapshot:
+    def ingest_file(self, tmp_path: Path, sha: str, size: int, source: str, name: str = "",
+                    lineage: dict[str, Any] | None = None) -> Snapshot:
         """Move a downloaded/uploaded temp file into the store (validating it is a readable table)."""
         with tmp_path.open("rb") as fh:
             fmt = sniff_format(fh.read(4), name)
@@ -163,7 +170,7 @@ class DatasetStore:
         os.replace(tmp_path, data_path)
         snap = Snapshot(dataset_id=sha, sha256=sha, format=fmt, path=str(data_path), rows=int(len(frame)),
                         columns=[str(c) for c in frame.columns], source=source,
-                        created_at=datetime.now(UTC).isoformat(), size_bytes=size)
+                        created_at=datetime.now(UTC).isoformat(), size_bytes=size, lineage=lineage)
         tmp_meta = meta_path.with_suffix(".json.tmp")
         tmp_meta.write_text(json.dumps(asdict(snap)))
         os.replace(tmp_meta, meta_path)
@@ -174,7 +181,7 @@ class DatasetStore:
         fd, name = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
         return fd, Path(name)
 
-    def ingest_stream(self, chunks, source: str, name: str = "") -> Snapshot:
+    def ingest_stream(self, chunks, source: str, name: str = "", lineage: dict[str, Any] | None = None) -> Snapshot:
         fd, tmp = self._temp()
         digest, size = hashlib.sha256(), 0
         try:
@@ -187,7 +194,7 @@ class DatasetStore:
                     out.write(chunk)
             if size == 0:
                 raise DatasetError("the dataset is empty: the file has no bytes")
-            return self.ingest_file(tmp, digest.hexdigest(), size, source, name)
+            return self.ingest_file(tmp, digest.hexdigest(), size, source, name, lineage)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -199,6 +206,12 @@ class DatasetStore:
             if self.find(uri) is None:
                 raise DatasetNotFound(f"data.uri: no uploaded dataset with id {uri!r} (see GET /datasets)")
             return "dataset"
+        if uri.startswith(production.PREFIX):
+            production.parse(uri)
+            if not self.served_log_url:
+                raise DatasetError("data.uri: production datasets are read from the predictors' served log; set "
+                                   "SERVED_LOG_DATABASE_URL for the trainer (the predictors' own setting)")
+            return "production"
         if uri.startswith(("http://", "https://")):
             check_host(uri, self.allowed_hosts)
             return "http"
@@ -226,10 +239,15 @@ class DatasetStore:
             raise DatasetError(f"data.uri: {uri!r} is outside the allowed data folders ({roots})")
         return path
 
-    def snapshot(self, uri: str) -> Snapshot:
-        """Resolve ``uri`` and return the content-addressed snapshot of its bytes."""
+    def snapshot(self, uri: str, spec: ModelSpec | None = None) -> Snapshot:
+        """Resolve ``uri`` and return the content-addressed snapshot of its bytes (a ``production:`` uri is
+        materialised with ``spec``'s columns first)."""
         uri = uri.strip()
         kind = self.check_uri(uri)
+        if kind == "production":
+            if spec is None:
+                raise DatasetError("data.uri: a production dataset is materialised for a model spec")
+            return production.materialise(self, uri, spec)
         if kind == "dataset":
             snap = self.find(uri)
             assert snap is not None

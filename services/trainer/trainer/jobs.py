@@ -30,6 +30,24 @@ METRICS_PREFIX = f"{PREFIX}metrics:"
 DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 # Joins a metric's label values into one hash field.
 SEP = "\x1f"
+DAY_SECONDS = 24 * 3600
+# KEYS[1]: a model's alert-triggered retrains (sorted set, score = time). ARGV: now, cool-down, cap per day,
+# a unique member. Answers {"ok", 0}, {"cooldown", seconds since the last} or {"cap", retrains in the last day}.
+CLAIM_MODEL_ALERT = f"""
+local now, cooldown, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - {DAY_SECONDS})
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] and now - tonumber(last[2]) < cooldown then
+  return {{'cooldown', tostring(now - tonumber(last[2]))}}
+end
+local count = redis.call('ZCARD', KEYS[1])
+if count >= cap then
+  return {{'cap', tostring(count)}}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.max({DAY_SECONDS}, cooldown))
+return {{'ok', '0'}}
+"""
 
 
 @dataclass
@@ -148,6 +166,26 @@ class JobStore:
     def release_alert(self, model_name: str, group: str) -> None:
         """Undo :meth:`claim_alert` (the retrain was refused, so the next alert may try again)."""
         self.r.delete(self._alert_key(model_name, group))
+
+    def claim_model_alert(self, model_name: str, cooldown_seconds: int, per_day: int) -> str | None:
+        """Books an alert-triggered retrain of the model: None when it may go ahead (and is now counted), else why
+        not (``skipped: cool-down ...`` or ``skipped: cap ...``). Atomic (one Lua script), so two notifications
+        arriving together never both pass."""
+        now = datetime.now(UTC).timestamp()
+        answer: Any = self.r.eval(CLAIM_MODEL_ALERT, 1, f"{PREFIX}alert-retrains:{model_name}", now,
+                                  cooldown_seconds, per_day, uuid.uuid4().hex)
+        kind, value = answer[0].decode(), float(answer[1])
+        if kind == "ok":
+            return None
+        if kind == "cooldown":
+            return (f"skipped: cool-down: {model_name} was retrained from an alert {value:.0f}s ago "
+                    f"(ALERT_MODEL_COOLDOWN_SECONDS={cooldown_seconds})")
+        return (f"skipped: cap: {model_name} was already retrained {value:.0f} times from alerts in the last 24 "
+                f"hours (ALERT_MAX_RETRAINS_PER_DAY={per_day}); a person decides what comes next")
+
+    def release_model_alert(self, model_name: str) -> None:
+        """Undo the last :meth:`claim_model_alert` (the retrain was refused)."""
+        self.r.zpopmax(f"{PREFIX}alert-retrains:{model_name}")
 
     def schedule_slot(self, model_name: str) -> datetime | None:
         """The last cron slot handled for the model, None before the first."""

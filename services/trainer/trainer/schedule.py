@@ -53,7 +53,7 @@ def due_retrains(settings: TrainerSettings, store: JobStore, datasets: DatasetSt
         store.set_schedule_slot(name, slot)
         try:
             result = submit(settings, store, datasets, name, None, idempotency_key=f"schedule:{slot.isoformat()}",
-                            source="schedule")
+                            source="schedule", retrain_data=True)
         except Rejected as exc:
             log.warning("scheduled retrain of %s refused: %s", name, exc.detail)
             continue

@@ -166,7 +166,7 @@ class DatasetList(BaseModel):
 
 class AlertRetrain(BaseModel):
     model_name: str
-    outcome: Literal["enqueued", "cooldown", "rejected"]
+    outcome: Literal["enqueued", "cooldown", "capped", "rejected"]
     job_id: str | None = None
     detail: str | None = None
 

@@ -31,6 +31,8 @@ class TrainerSettings(CommonSettings):
     # Hosts, addresses or networks (JSON list) an http(s) data.uri may reach although they are internal
     # (loopback, private, link-local); every other internal address is refused (SSRF guard).
     data_allowed_hosts: list[str] = Field(default_factory=list)
+    # The predictors' served log (Postgres; their SERVED_LOG_DATABASE_URL), read for production:<model> datasets.
+    served_log_database_url: str = ""
     # Fewest rows a dataset may have after cleaning.
     min_rows: int = Field(20, ge=3)
 
@@ -41,6 +43,11 @@ class TrainerSettings(CommonSettings):
     job_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
     # An alert group retrains a model at most once per cool-down.
     alert_cooldown_seconds: int = Field(3600, ge=0)
+    # Whatever the alert group, a model retrains from alerts at most once per ALERT_MODEL_COOLDOWN_SECONDS and at
+    # most ALERT_MAX_RETRAINS_PER_DAY times in any 24 hours; beyond that an alert is acknowledged, not queued
+    # (a retrain that cannot beat production ends in a pending decision, never in a loop of retrains).
+    alert_model_cooldown_seconds: int = Field(1800, ge=0)
+    alert_max_retrains_per_day: int = Field(6, ge=1)
     # How often trainer-beat looks at the specs' cron schedules.
     schedule_tick_seconds: float = Field(60.0, gt=0)
     # Candidates that train at once inside one job (threads); 0 = half the CPU cores, 1 = one by one.

@@ -17,6 +17,7 @@ from mlops_common.auth import Permission, Principal
 from mlops_common.contracts import GatePolicy, PolicyView
 from mlops_common.errors import ServiceError
 from mlops_common.spec import ModelSpec, SpecNotFound, resolve_spec
+from trainer import production
 from trainer.candidates import SpecError, check_spec
 from trainer.celery_app import app as celery
 from trainer.datasets import DatasetError, DatasetNotFound, DatasetStore
@@ -134,10 +135,18 @@ class Submitted:
 
 def submit(settings: TrainerSettings, store: JobStore, datasets: DatasetStore, model_name: str,
            override: dict[str, Any] | None = None, idempotency_key: str | None = None,
-           source: str = "api", principal: Principal | None = None, token: str | None = None) -> Submitted:
+           source: str = "api", principal: Principal | None = None, token: str | None = None,
+           retrain_data: bool = False) -> Submitted:
     """Resolves and checks the spec, records the job and enqueues it. ``principal`` is who asked (None for the
-    stack's own schedule); it is recorded on the job and the gate names it."""
+    stack's own schedule); it is recorded on the job and the gate names it. ``retrain_data``: a retrain the stack
+    starts by itself (an alert; the schedule when ``retrain.scheduled``) trains on what ``retrain.data`` says."""
     spec = resolve(settings, datasets, model_name, override)
+    if retrain_data and (source != "schedule" or spec.retrain.scheduled) and spec.retrain.data != "reference":
+        spec.data.uri = production.uri_for(spec)
+        try:
+            datasets.check_uri(spec.data.uri)
+        except DatasetError as exc:
+            raise Rejected(422, f"retrain.data={spec.retrain.data}: {exc}") from exc
     if principal is not None:
         guard_policy(settings, spec, override, principal, token)
     try:

@@ -124,9 +124,9 @@ def run_job(job_id: str) -> None:
                      started_at=job.get("started_at") or now_iso())
     try:
         spec = _spec(job)
-        snap = ctx.datasets.snapshot(spec.data.uri)
+        snap = ctx.datasets.snapshot(spec.data.uri, spec)
         dataset = {"dataset_id": snap.dataset_id, "sha256": snap.sha256, "source": snap.source, "rows": snap.rows,
-                   "format": snap.format}
+                   "format": snap.format, **({"lineage": snap.lineage} if snap.lineage else {})}
         ctx.store.stage(job_id, "validating", 0.08, dataset=dataset)
         prep = prepare(spec, ctx.datasets.load(snap), ctx.settings.min_rows)
         ctx.store.stage(job_id, "splitting", 0.12, dataset={**dataset, **prep.counts, "dropped": prep.dropped})
