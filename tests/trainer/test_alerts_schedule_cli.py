@@ -36,7 +36,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def alert_api(base_env: dict[str, str], registry_url: str, trainer_url: str, models_dir: Path,
               log_dir: Path) -> Iterator[str]:
-    env = {**base_env, "MODELS_DIR": str(models_dir), "ALERT_COOLDOWN_SECONDS": "300"}
+    env = {**base_env, "MODELS_DIR": str(models_dir), "ALERT_COOLDOWN_SECONDS": "300",
+           "ALERT_MODEL_COOLDOWN_SECONDS": "0"}
     proc, url = p.uvicorn_service("trainer-api-alerts", "trainer.api:app", env, log_dir)
     yield url
     proc.stop()
@@ -57,11 +58,11 @@ def test_alert_webhooks(alert_api: str, base_env: dict[str, str], models_dir: Pa
     assert refused.status_code == 401
 
     resolved = httpx.post(f"{alert_api}/alerts/alertmanager", json=alert("resolved", "alerted", group), headers=auth)
-    assert resolved.status_code == 202 and resolved.json() == {"retrains": [], "ignored_alerts": 1}
+    assert resolved.status_code == 200 and resolved.json() == {"retrains": [], "ignored_alerts": 1}
     # Only alerts labelled retrain="true" (drift, live quality) retrain; a pending-decision alert does not.
     not_for_us = httpx.post(f"{alert_api}/alerts/grafana", json=alert("firing", "alerted", group, retrain="false"),
                             headers=auth)
-    assert not_for_us.status_code == 202 and not_for_us.json() == {"retrains": [], "ignored_alerts": 1}
+    assert not_for_us.status_code == 200 and not_for_us.json() == {"retrains": [], "ignored_alerts": 1}
 
     fired = httpx.post(f"{alert_api}/alerts/grafana", json=alert("firing", "alerted", group), headers=auth)
     assert fired.status_code == 202, fired.text
