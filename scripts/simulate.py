@@ -6,6 +6,10 @@ them (POST /datasets), retrains the taxi-fare model on them (POST /retrain), fol
 what the gate decided: promoted, kept, or a human asked (pending approval). With --approve it approves
 pending decisions through registry-proxy.
 
+`--timeline REPORT.json --png OUT.png` draws instead the timeline of an unattended loop run (`make test-loop`
+with LOOP_REPORT=REPORT.json): live MAE over time, the served version, and the drift onset, the alert, the
+retrain and the promotion marked.
+
 Every call sends an API token (Authorization: Bearer) from $MLOPS_TOKEN, else $REGISTRY_ADMIN_TOKEN: uploading
 and retraining need role scientist or higher; --approve, and a --threshold other than the gate policy's (the
 model's metric block: a policy change), need an approver.
@@ -45,6 +49,37 @@ def follow(client: httpx.Client, job_id: str, timeout: float) -> dict:
     raise SystemExit(f"job {job_id} did not finish within {timeout:.0f}s")
 
 
+def plot_timeline(report_path: str, png: str) -> None:
+    """The loop run's live MAE (the predictor's window over the feedback) against time since the drift onset, one
+    colour per served version, with the run's events as vertical lines."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = json.loads(open(report_path).read())
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
+    versions = sorted({v for _, v, _ in report["timeline"]}, key=lambda v: int(v) if v.isdigit() else 0)
+    for version in versions:
+        points = [(t, m) for t, v, m in report["timeline"] if v == version]
+        ax.plot([t for t, _ in points], [m for _, m in points], ".", markersize=3, label=f"served by v{version}")
+    if report.get("threshold") is not None:
+        ax.axhline(report["threshold"], color="grey", linestyle="--", linewidth=1, label="MAE threshold")
+    for (name, at), colour in zip(report["events"].items(), ["red", "orange", "purple", "green", "black"],
+                                  strict=False):
+        ax.axvline(at, color=colour, linewidth=1)
+        ax.text(at, ax.get_ylim()[1] * 0.95, f" {name} ({at:.0f}s)", rotation=90, va="top", fontsize=8)
+    ax.set_xlabel("seconds since the drift onset")
+    ax.set_ylabel("live MAE ($)")
+    ax.set_title("Drift → alert → retrain on production data → promotion, unattended")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png)
+    print(f"wrote {png}")
+
+
 def fmt(value: float | None) -> str:
     return "    -" if value is None else f"{value:5.2f}"
 
@@ -62,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--approve", action="store_true",
                         help="approve pending decisions (the token must be an approver's)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each job")
+    parser.add_argument("--timeline", help="a loop report (make test-loop with LOOP_REPORT=...) to plot instead")
+    parser.add_argument("--png", default="docs/loop-timeline.png", help="where --timeline writes its plot")
     args = parser.parse_args(argv)
+    if args.timeline:
+        plot_timeline(args.timeline, args.png)
+        return 0
     first, _, last = args.months.partition("-")
     months = range(int(first), int(last or first) + 1)
 
