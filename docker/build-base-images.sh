@@ -8,6 +8,7 @@
 #   mlops/redis:7                + redis-server; stands in for redis:7
 #   mlops/prometheus:2           + prometheus; stands in for prom/prometheus
 #   mlops/haproxy:2.6            + haproxy; stands in for haproxy:2.6 (the predictors' load balancer)
+#   mlops/alertmanager:0.25      + prometheus-alertmanager; stands in for prom/alertmanager
 #
 # Images that already exist are kept while their docker/base/<dir> is unchanged (each image carries a hash of its
 # folder in the label mlops.base.hash; FORCE=1 rebuilds everything). The host's CA bundle is copied into the rootfs
@@ -54,7 +55,7 @@ fi
 folder_hash() { (cd "base/$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16; }
 
 for spec in python:mlops/python:3.11-bookworm postgres:mlops/postgres:15 redis:mlops/redis:7 prometheus:mlops/prometheus:2 \
-    haproxy:mlops/haproxy:2.6; do
+    haproxy:mlops/haproxy:2.6 alertmanager:mlops/alertmanager:0.25; do
   dir=${spec%%:*} name=${spec#*:}
   hash=$(folder_hash "$dir")
   if have "$name" && [ "$(docker image inspect -f '{{index .Config.Labels "mlops.base.hash"}}' "$name")" = "$hash" ]; then
