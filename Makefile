@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # does it lives in the virtualenv itself (it is in the dev group), so a fresh clone needs only python3.
 UV_ENV := UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy
 
-.PHONY: venv lock test test-fast test-faults lint dev dev-down bench simulate compose-check admin-token clean
+.PHONY: venv lock test test-loop test-fast test-faults lint dev dev-down bench simulate compose-check admin-token clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ lock: | $(BIN)/uv
 ## make test: the whole suite against real MLflow, Postgres, Redis, Celery and Prometheus.
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-loop: the unattended drift → alert → retrain on production data → recovery scenario (minutes;
+## not in make test; LOOP_REPORT=path.json keeps its timeline).
+test-loop: venv
+	$(BIN)/python -m pytest tests/loop $(PYTEST_ARGS)
 
 ## make test-fast: everything except the slow end-to-end and fault tests.
 test-fast: venv
