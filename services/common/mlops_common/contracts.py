@@ -7,7 +7,9 @@ can show a preview while registry-proxy applies them with the policy it owns.
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -43,7 +45,78 @@ class GatePolicy(BaseModel):
         return value >= self.threshold if self.higher_is_better else value <= self.threshold
 
 
-class PolicyView(GatePolicy):
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS = 1.0, 24 * 3600.0
+
+
+def duration_seconds(text: str) -> float:
+    """``"2m"`` -> 120.0; units ms, s, m, h."""
+    match = DURATION.match(text.strip())
+    if match is None:
+        raise ValueError("a duration is a number and a unit: 30s, 2m, 1h")
+    return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+def check_steps(steps: list[int] | None) -> list[int] | None:
+    """A canary's steps: shares of traffic from 1 to 100, increasing, ending at 100."""
+    if steps is None:
+        return None
+    if any(not 1 <= s <= 100 for s in steps):
+        raise ValueError("every step is a share of traffic from 1 to 100")
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        raise ValueError("steps must increase")
+    if not steps or steps[-1] != 100:
+        raise ValueError("the last step must be 100")
+    return steps
+
+
+def check_interval(value: str | None) -> str | None:
+    """A canary step's length: 1s to 24h."""
+    if value is None:
+        return None
+    seconds = duration_seconds(value)
+    if not MIN_INTERVAL_SECONDS <= seconds <= MAX_INTERVAL_SECONDS:
+        raise ValueError("the interval must be from 1s to 24h")
+    return value.strip()
+
+
+class CanaryPolicy(BaseModel):
+    """A model's canary defaults: what ``POST /models/{name}/canary`` uses for every field its body leaves out."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    max_error_ratio: float | None = Field(None, ge=0, le=1)
+    max_p99_seconds: float | None = Field(None, gt=0)
+    max_quality_drop: float | None = Field(None, ge=0, le=1)
+    steps: list[int] | None = Field(None, min_length=1, max_length=20)
+    interval: str | None = None
+    require_approval: bool | None = None
+
+    _steps = field_validator("steps")(check_steps)
+    _interval = field_validator("interval")(check_interval)
+
+
+class ShadowPolicy(BaseModel):
+    """The shadow period a challenger must pass before it is promoted or a canary of it starts."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    min_requests: int = Field(0, ge=0, description="live requests compared with production")
+    min_seconds: float = Field(0, ge=0, description="time in shadow")
+    min_agreement: float | None = Field(None, ge=0, le=1, description="share of answers equal to production's")
+    auto: bool = Field(False, description="a challenger that passes the gate goes to shadow on its own")
+    share: int = Field(100, ge=1, le=100, description="share of live requests mirrored when started by the gate")
+
+
+class ModelPolicy(GatePolicy):
+    """A model's whole policy: the gate's bar plus, optionally, its canary defaults and shadow requirement."""
+
+    canary: CanaryPolicy | None = None
+    shadow: ShadowPolicy | None = None
+
+
+class PolicyView(ModelPolicy):
     """A policy as registry-proxy stores it: versioned, with who set it and why."""
 
     model_config = ConfigDict(extra="ignore")

@@ -165,6 +165,9 @@ class PolicyRow(Base):
     higher_is_better: Mapped[bool] = mapped_column(Boolean)
     threshold: Mapped[float | None] = mapped_column(Float)
     margin: Mapped[float] = mapped_column(Float, default=0.0)
+    # Optional blocks (mlops_common.contracts.CanaryPolicy / ShadowPolicy), null when the policy has none.
+    canary: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    shadow: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     set_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -210,6 +213,27 @@ class CanaryRow(Base):
     next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class ShadowRow(Base):
+    """One shadow period of a version: a share of live requests mirrored to it, off the request path."""
+
+    __tablename__ = "shadows"
+    __table_args__ = (Index("ix_shadows_model_id", "model_name", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(32))
+    production_version: Mapped[str | None] = mapped_column(String(32))
+    # running, then stopped (DELETE, or production moved elsewhere) or promoted (the shadow became production).
+    status: Mapped[str] = mapped_column(String(16))
+    share: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_by: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_by: Mapped[str | None] = mapped_column(String(64))
+    end_reason: Mapped[str | None] = mapped_column(Text)
 
 
 def make_engine(url: str) -> Engine:

@@ -20,11 +20,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from mlops_common.contracts import GateOutcome, GateRequest, GoldenScores, decide, golden_veto
+from mlops_common.contracts import GateOutcome, GateRequest, GoldenScores, ModelPolicy, decide, golden_veto
 from mlops_common.events import ModelEvent
 from mlops_common.mlflow_utils import CHALLENGER
 from mlops_common.names import PREVIOUS_ALIAS, PRODUCTION_ALIAS, Tag
-from registry_proxy import audit, policies
+from registry_proxy import audit, policies, shadows, split
 from registry_proxy.context import AppContext
 from registry_proxy.db import Decision, GateCall, Incident
 from registry_proxy.errors import BadRequest, Conflict, NotFound, Unavailable
@@ -40,6 +40,8 @@ class Unit:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     # (alias, version before, version after) for every alias this unit moved, in order: undone if it fails.
     moved: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    # Other changes to MLflow this unit made (the rollout tag), each with the call that undoes it.
+    undo: list[Callable[[], None]] = field(default_factory=list)
 
 
 def _now() -> datetime:
@@ -137,6 +139,11 @@ class Governance:
 
     def _undo_aliases(self, model: str, unit: Unit) -> None:
         """Moves back what a failed unit moved (best effort: MLflow may be the reason it failed)."""
+        for undo in reversed(unit.undo):
+            try:
+                undo()
+            except Exception:
+                log.exception("could not undo a change to %r after a failed change", model)
         for alias, old, new in reversed(unit.moved):
             try:
                 if old is None:
@@ -186,6 +193,7 @@ class Governance:
             metrics = self.registry.run_info(run_id)[0] if run_id else {}
         self._resolve_incidents(session, model, "promotion")
         self._supersede_pending(session, model, version, actor)
+        self._end_shadow(unit, model, version, actor)
         audit.record(session, actor=actor, on_behalf_of=on_behalf_of, action="promote", model=model,
                      from_version=current, to_version=version,
                      reason=reason, metrics=metrics, details={"via": via, "requested_at": requested_at,
@@ -195,6 +203,15 @@ class Governance:
         self._notify(unit, "promotion", model, version=version, from_version=current, reason=reason,
                      metrics=metrics, via=via, actor=actor)
         return True
+
+    def _end_shadow(self, unit: Unit, model: str, production: str, actor: str) -> None:
+        """Production moved: a running shadow either became production or lost the baseline it was compared with."""
+        shadow = split.running_shadow(unit.session, model, lock=True)
+        if shadow is not None:
+            promoted = shadow.version == production
+            shadows.end(self.ctx, unit, shadow, "promoted" if promoted else "stopped", actor,
+                        "the shadow became production" if promoted
+                        else f"production moved to version {production}, the baseline it was compared with is gone")
 
     def _supersede_pending(self, session: Session, model: str, production: str, actor: str) -> None:
         """Production moved to ``production``: every other pending decision of the model compared its challenger
@@ -237,6 +254,7 @@ class Governance:
             if pending is not None:
                 raise Conflict(f"version {version} awaits decision {pending.id}: "
                                f"approve it with POST /decisions/{pending.id}/approve")
+            shadows.require(self.ctx, unit.session, model, version, mv.tags, "promote")
             self._move_production(unit, model, version, actor=actor, reason=reason, via="promote",
                                   aliases=aliases)
         return {"model_name": model, "production_version": version, "previous_version": aliases.get(PREVIOUS_ALIAS),
@@ -257,6 +275,7 @@ class Governance:
                 self.registry.set_tags(model, current, {Tag.ROLLED_BACK_AT: _now().isoformat()})
             self._resolve_incidents(unit.session, model, "rollback")
             self._supersede_pending(unit.session, model, target, actor)
+            self._end_shadow(unit, model, target, actor)
             audit.record(unit.session, actor=actor, action="rollback", model=model, from_version=current,
                          to_version=target, reason=reason)
             unit.after_commit.append(ROLLBACKS.labels(model_name=model).inc)
@@ -299,6 +318,21 @@ class Governance:
                 veto = golden_veto(policy, req.golden, pinned, production_before is not None)
                 if veto:
                     outcome, reason = "pending_approval", f"{reason}; but {veto}: a human decides"
+            shadow_policy = (policies.rollout_policy(session, model) or ModelPolicy()).shadow
+            auto_shadow = False
+            if outcome == "promoted" and shadow_policy is not None and production_before is not None:
+                outcome = "pending_approval"
+                running = split.running_shadow(session, model, lock=True)
+                if shadow_policy.auto and running is None:
+                    auto_shadow = True
+                    reason = (f"{reason}; the policy requires a shadow period: version {version} now gets "
+                              f"{shadow_policy.share}% of live requests in shadow, approve once it has the evidence")
+                elif shadow_policy.auto and running is not None:
+                    reason = (f"{reason}; the policy requires a shadow period, but version {running.version} is in "
+                              f"shadow now: stop it (DELETE /models/{model}/shadow) and start this one")
+                else:
+                    reason = (f"{reason}; the policy requires a shadow period first "
+                              f"(POST /models/{model}/shadow), then approve")
             golden = req.golden.model_dump(mode="json") if req.golden else None
             metrics = {
                 "metric": policy.metric, "higher_is_better": policy.higher_is_better,
@@ -352,6 +386,11 @@ class Governance:
                     requested_at=req.requested_at,
                     evidence={"golden": golden, "golden_sha256": pinned, "requested_by": req.requested_by,
                               "production_error": req.production_error})
+                if auto_shadow:
+                    row = shadows.begin(self.ctx, unit, model, version, shadow_policy.share if shadow_policy else 100,
+                                        production_before, actor, "the gate passed it; the policy asks for a shadow "
+                                        "period", on_behalf_of=req.requested_by)
+                    decision.evidence = {**(decision.evidence or {}), "shadow": {"id": row.id, "share": row.share}}
                 session.add(decision)
                 session.flush()
                 decision_id = decision.id
@@ -397,7 +436,8 @@ class Governance:
                 raise Conflict(f"decision {decision_id} was already {decision.status}")
             aliases = self.registry.aliases(model)
             if approve:
-                self.registry.get_version(model, decision.version)
+                mv = self.registry.get_version(model, decision.version)
+                shadows.require(self.ctx, session, model, decision.version, mv.tags, "approve")
                 metrics = {"metric": decision.metric_name, "threshold": decision.threshold,
                            "challenger_score": decision.challenger_score,
                            "production_score": decision.production_score}

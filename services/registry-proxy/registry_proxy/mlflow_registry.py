@@ -200,6 +200,17 @@ class Registry:
             self._call(f"tags of version {version} of {name!r}",
                        partial(self.client.set_model_version_tag, name, version, key, str(value)))
 
+    def model_tag(self, name: str, key: str) -> str | None:
+        """A tag of the registered model itself (not of a version)."""
+        return (self.get_model(name).tags or {}).get(key)
+
+    def set_model_tag(self, name: str, key: str, value: str | None) -> None:
+        """Sets a tag of the registered model; ``None`` removes it."""
+        if value is None:
+            self._call(f"tag {key} of {name!r}", lambda: self.client.delete_registered_model_tag(name, key), name)
+        else:
+            self._call(f"tag {key} of {name!r}", lambda: self.client.set_registered_model_tag(name, key, value), name)
+
     def ping(self) -> None:
         self._call("registered models", lambda: self.client.search_registered_models(max_results=1))
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mlops_common.contracts import GatePolicy, GoldenSetView, PolicyView
+from mlops_common.contracts import CanaryPolicy, GatePolicy, GoldenSetView, ModelPolicy, PolicyView, ShadowPolicy
 from mlops_common.spec import load_spec_file, spec_path
 from registry_proxy import audit
 from registry_proxy.db import GoldenSetRow, PolicyRow
@@ -24,9 +24,14 @@ from registry_proxy.settings import RegistrySettings
 
 
 def _view(row: PolicyRow) -> PolicyView:
-    return PolicyView(model_name=row.model_name, revision=row.revision, metric=row.metric,
-                      higher_is_better=row.higher_is_better, threshold=row.threshold, margin=row.margin,
-                      set_by=row.set_by, reason=row.reason, set_at=row.set_at)
+    return PolicyView(model_name=row.model_name, revision=row.revision, set_by=row.set_by, reason=row.reason,
+                      set_at=row.set_at, **_whole(row).model_dump())
+
+
+def _whole(row: PolicyRow) -> ModelPolicy:
+    return ModelPolicy(**_fields(row),
+                       canary=CanaryPolicy(**row.canary) if row.canary else None,
+                       shadow=ShadowPolicy(**row.shadow) if row.shadow else None)
 
 
 def current_row(session: Session, model: str) -> PolicyRow | None:
@@ -64,17 +69,26 @@ def get(session: Session, settings: RegistrySettings, model: str) -> PolicyView:
 
 
 def put(session: Session, model: str, policy: GatePolicy, actor: str, reason: str | None,
-        action: str = "policy") -> PolicyView:
+        action: str = "policy", keep: frozenset[str] = frozenset()) -> PolicyView:
+    """A new revision; the blocks named in ``keep`` (``canary``, ``shadow``) are carried over from the one in force."""
     before = current_row(session, model)
+    whole = policy if isinstance(policy, ModelPolicy) else ModelPolicy(**policy.model_dump())
+    if before is not None and keep:
+        whole = whole.model_copy(update={block: getattr(_whole(before), block) for block in keep})
     revision = (session.scalar(select(func.max(PolicyRow.revision)).where(PolicyRow.model_name == model)) or 0) + 1
-    row = PolicyRow(model_name=model, revision=revision, set_by=actor, reason=reason, **policy.model_dump())
+    row = PolicyRow(model_name=model, revision=revision, set_by=actor, reason=reason, **whole.model_dump())
     session.add(row)
     session.flush()
     audit.record(session, actor=actor, action=action, model=model, reason=reason,
-                 metrics={"before": GatePolicy(**_fields(before)).model_dump() if before else None,
-                          "after": policy.model_dump()},
+                 metrics={"before": _whole(before).model_dump() if before else None, "after": whole.model_dump()},
                  details={"revision": revision})
     return _view(row)
+
+
+def rollout_policy(session: Session, model: str) -> ModelPolicy | None:
+    """The whole policy in force (with its canary and shadow blocks), None before the model's first gate."""
+    row = current_row(session, model)
+    return _whole(row) if row is not None else None
 
 
 def _fields(row: PolicyRow) -> dict[str, Any]:
@@ -163,9 +177,14 @@ class Policies:
         with self.sessions() as session:
             return get(session, self.settings, model)
 
-    def put(self, model: str, policy: GatePolicy, actor: str, reason: str) -> PolicyView:
+    def put(self, model: str, policy: GatePolicy, actor: str, reason: str,
+            keep: frozenset[str] = frozenset()) -> PolicyView:
         with self.sessions() as session, session.begin():
-            return put(session, model, policy, actor, reason)
+            return put(session, model, policy, actor, reason, keep=keep)
+
+    def rollout(self, model: str) -> ModelPolicy | None:
+        with self.sessions() as session:
+            return rollout_policy(session, model)
 
     def golden_set(self, model: str) -> GoldenSetView:
         with self.sessions() as session:

@@ -1,45 +1,50 @@
-"""Canary rollouts: a version takes a growing share of traffic, step by step, while Prometheus says it is healthy.
+"""Rollouts: canaries (a version takes a growing share of traffic, step by step, while Prometheus says it is
+healthy) and shadow periods (a version gets a copy of a share of live requests; see :mod:`shadows`).
 
-The split lives here (Postgres), not in a predictor: every replica of the predictor reads
-``GET /models/{name}/rollout``. The canary version also holds the ``canary`` alias while the canary is under
-way, so predictors following alias events hear of it. A background loop (:class:`CanaryLoop`, one per
-process) advances every running canary whose step is due; each advance runs in the model's governance unit
-(its advisory lock) and takes the canary's row with ``FOR UPDATE SKIP LOCKED``, so several replicas never
-analyse the same step twice, and a restarted process picks the canaries up where Postgres says they are.
+The split lives here (Postgres), not in a predictor, and is mirrored onto the registered model's
+``mlops.rollout`` tag (:mod:`split`) at every change, so every replica of the predictor follows the same one;
+``GET /models/{name}/rollout`` shows it. The canary version also holds the ``canary`` alias while the canary
+is under way. A background loop (:class:`CanaryLoop`, one per process) advances every running canary whose
+step is due; each advance runs in the model's governance unit (its advisory lock) and takes the canary's row
+with ``FOR UPDATE SKIP LOCKED``, so several replicas never analyse the same step twice, and a restarted
+process picks the canaries up where Postgres says they are.
 
-At the end of each step the analysis reads the predictors' error ratio and p99 latency of the canary's
-version (and its live accuracy against production's, when both series exist). A failed check rolls back
-at once; Prometheus not answering pauses the canary (no blind promotion, no blind rollback).
+At the end of each step the analysis reads the predictors' per-version error ratio and p99 latency of the
+canary's version (and its live quality against production's, when both series exist). A failed check rolls
+back at once; Prometheus not answering pauses the canary (no blind promotion, no blind rollback). A canary's
+steps, interval, approval and thresholds default to the model policy's ``canary`` block, then the settings.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
+from mlops_common.contracts import CanaryPolicy, duration_seconds
 from mlops_common.names import PRODUCTION_ALIAS, Tag
-from registry_proxy import audit
+from registry_proxy import audit, policies, shadows, split
 from registry_proxy.context import AppContext
 from registry_proxy.db import CanaryRow, Decision
 from registry_proxy.errors import Conflict, NotFound, ServiceError
 from registry_proxy.governance import Governance, Unit
 from registry_proxy.metrics import ROLLBACKS
 from registry_proxy.mlflow_registry import failed_validation
-from registry_proxy.schemas import CanaryStart
+from registry_proxy.prometheus import Prometheus, PrometheusUnavailable, label
+from registry_proxy.schemas import CanaryStart, ShadowStart
 
 log = logging.getLogger(__name__)
 
 CANARY_ALIAS = "canary"
 CANARY_ACTOR = "canary"
-ACTIVE = ("running", "paused", "awaiting_approval")
+ACTIVE = split.CANARY_ACTIVE
+DEFAULT_STEPS = (5, 25, 50, 100)
+DEFAULT_INTERVAL = "2m"
 
 
 def _now() -> datetime:
@@ -50,14 +55,6 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
-
-
-class PrometheusUnavailable(Exception):
-    pass
-
-
-def _string(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 @dataclass(frozen=True)
@@ -74,37 +71,28 @@ class Thresholds:
 class Analysis:
     """The checks of one step, read from Prometheus.
 
-    Error ratio and p99 come from the predictor's HTTP series of the canary's version
-    (``model_name`` and ``model_version`` labels); where no such series exists, from the model's series (the
-    predictor of today labels its HTTP metrics by handler only, so the model-level selector also matches
-    series without a ``model_name``). Live accuracy is compared per version only."""
+    Error ratio and p99 come from the predictor's per-version series of the canary's version
+    (``predictor_model_requests_total`` and ``predictor_model_request_duration_seconds_bucket`` with
+    ``model_name`` and ``model_version``); where no such series exists, from the model's HTTP series (a predictor
+    that does not label by version; that selector also matches series without a ``model_name``). Live quality
+    is compared per version only: accuracy for classifiers, MAE (relative) for regressors."""
 
     PREDICT_HANDLERS = 'handler=~"/predict|/invocations|/models/.+"'
+    FAILED = 'status=~"5..|error"'
 
     def __init__(self, url: str, timeout: float) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
+        self.prometheus = Prometheus(url, timeout)
 
     def value(self, query: str) -> float | None:
-        try:
-            r = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise PrometheusUnavailable(f"Prometheus at {self.url} did not answer: {type(exc).__name__}") from exc
-        if r.status_code != 200:
-            raise PrometheusUnavailable(f"Prometheus at {self.url} answered {r.status_code}: {r.text[:200]}")
-        body = r.json()
-        if body.get("status") != "success":
-            raise PrometheusUnavailable(f"Prometheus query failed: {body.get('error', body)}")
-        result = body.get("data", {}).get("result") or []
-        if not result:
-            return None
-        value = float(result[0]["value"][1])
-        return None if math.isnan(value) or math.isinf(value) else value
+        return self.prometheus.value(query)
 
     @staticmethod
-    def selectors(model: str, version: str) -> list[tuple[str, str]]:
-        return [("version", f'model_name="{_string(model)}",model_version="{_string(version)}"'),
-                ("model", f'model_name=~"{_string(re.escape(model))}|"')]
+    def version_selector(model: str, version: str) -> str:
+        return f'model_name="{label(model)}",model_version="{label(version)}"'
+
+    @staticmethod
+    def model_selector(model: str) -> str:
+        return f'model_name=~"{label(re.escape(model))}|"'
 
     def _first(self, name: str, threshold: float, queries: list[tuple[str, str]]) -> dict[str, Any]:
         for scope, query in queries:
@@ -118,14 +106,19 @@ class Analysis:
     def run(self, model: str, version: str, production: str | None, window_seconds: float,
             thresholds: Thresholds) -> list[dict[str, Any]]:
         w = f"{max(1, round(window_seconds))}s"
-        errors, latency = [], []
-        for scope, sel in self.selectors(model, version):
-            total = f"sum(rate(predictor_http_requests_total{{{sel}}}[{w}]))"
-            failed = f'sum(rate(predictor_http_requests_total{{{sel},status=~"5.."}}[{w}]))'
-            errors.append((scope, f"({failed} or on() vector(0)) / {total}"))
-            latency.append((scope, f"histogram_quantile(0.99, sum by (le) (rate("
-                                   f"predictor_http_request_duration_seconds_bucket{{{sel},{self.PREDICT_HANDLERS}}}"
-                                   f"[{w}])))"))
+        v, m = self.version_selector(model, version), self.model_selector(model)
+        errors = [
+            ("version", f"(sum(rate(predictor_model_requests_total{{{v},{self.FAILED}}}[{w}])) or on() vector(0)) "
+                        f"/ sum(rate(predictor_model_requests_total{{{v}}}[{w}]))"),
+            ("model", f'(sum(rate(predictor_http_requests_total{{{m},status=~"5.."}}[{w}])) or on() vector(0)) '
+                      f"/ sum(rate(predictor_http_requests_total{{{m}}}[{w}]))"),
+        ]
+        latency = [
+            ("version", f"histogram_quantile(0.99, sum by (le) (rate("
+                        f"predictor_model_request_duration_seconds_bucket{{{v}}}[{w}])))"),
+            ("model", f"histogram_quantile(0.99, sum by (le) (rate("
+                      f"predictor_http_request_duration_seconds_bucket{{{m},{self.PREDICT_HANDLERS}}}[{w}])))"),
+        ]
         checks = [self._first("error_ratio", thresholds.max_error_ratio, errors),
                   self._first("p99_seconds", thresholds.max_p99_seconds, latency)]
         if production is not None:
@@ -133,16 +126,21 @@ class Analysis:
         return checks
 
     def _quality(self, model: str, version: str, production: str, max_drop: float) -> dict[str, Any]:
-        def accuracy(v: str) -> str:
-            return f'max(predictor_live_accuracy{{model_name="{_string(model)}",model_version="{_string(v)}"}})'
+        def live(series: str, v: str) -> str:
+            return f"max({series}{{{self.version_selector(model, v)}}})"
 
-        query = f"{accuracy(production)} - {accuracy(version)}"
-        drop = self.value(query)
-        if drop is None:
-            return {"name": "quality_drop", "value": None, "threshold": max_drop, "passed": True, "scope": "none",
-                    "query": query}
-        return {"name": "quality_drop", "value": drop, "threshold": max_drop, "passed": drop <= max_drop,
-                "scope": "version", "query": query}
+        accuracy = "predictor_version_live_accuracy"
+        mae = "predictor_version_live_mae"
+        # Accuracy: production's minus the canary's. MAE: how much larger the canary's is, relative to production's.
+        for metric, query in (
+                ("accuracy", f"{live(accuracy, production)} - {live(accuracy, version)}"),
+                ("mae", f"({live(mae, version)} - {live(mae, production)}) / {live(mae, production)}")):
+            drop = self.value(query)
+            if drop is not None:
+                return {"name": "quality_drop", "value": drop, "threshold": max_drop, "passed": drop <= max_drop,
+                        "scope": "version", "metric": metric, "query": query}
+        return {"name": "quality_drop", "value": None, "threshold": max_drop, "passed": True, "scope": "none",
+                "query": f"{live(accuracy, production)} - {live(accuracy, version)}"}
 
 
 def canary_view(row: CanaryRow) -> dict[str, Any]:
@@ -181,32 +179,38 @@ class Rollouts:
     def rollout(self, model: str) -> dict[str, Any]:
         production = self.registry.aliases(model).get(PRODUCTION_ALIAS)
         with self.ctx.sessions() as session:
-            row = self._active(session, model)
-        canary = None
-        if row is not None:
-            canary = {"version": row.version, "weight": row.weight}
-        return {"model_name": model, "production": production, "canary": canary,
+            row = split.active_canary(session, model)
+            now = split.current(session, model)
+        return {"model_name": model, "production": production, **split.as_dict(now),
                 "status": row.status if row is not None else None}
 
     @staticmethod
     def _active(session: Any, model: str, lock: bool = False) -> CanaryRow | None:
-        query = select(CanaryRow).where(CanaryRow.model_name == model, CanaryRow.status.in_(ACTIVE))
-        if lock:
-            query = query.with_for_update()
-        return session.scalars(query.limit(1)).first()
+        return split.active_canary(session, model, lock)
 
     # -- changes asked for by people ------------------------------------------------------------------
 
     def start(self, model: str, req: CanaryStart, actor: str) -> dict[str, Any]:
         mv = self.registry.get_version(model, req.version)
         settings = self.ctx.settings
-        thresholds = Thresholds(
-            max_error_ratio=req.max_error_ratio if req.max_error_ratio is not None else settings.canary_max_error_ratio,
-            max_p99_seconds=req.max_p99_seconds if req.max_p99_seconds is not None else settings.canary_max_p99_seconds,
-            max_quality_drop=(req.max_quality_drop if req.max_quality_drop is not None
-                              else settings.canary_max_quality_drop))
         with self.governance.unit(model) as unit:
             session = unit.session
+            policy = (policies.rollout_policy(session, model) or None)
+            defaults = (policy.canary if policy is not None else None) or CanaryPolicy()
+
+            def pick(name: str, fallback: Any) -> Any:
+                for value in (getattr(req, name), getattr(defaults, name)):
+                    if value is not None:
+                        return value
+                return fallback
+
+            thresholds = Thresholds(max_error_ratio=pick("max_error_ratio", settings.canary_max_error_ratio),
+                                    max_p99_seconds=pick("max_p99_seconds", settings.canary_max_p99_seconds),
+                                    max_quality_drop=pick("max_quality_drop", settings.canary_max_quality_drop))
+            steps: list[int] = list(pick("steps", DEFAULT_STEPS))
+            interval: str = pick("interval", DEFAULT_INTERVAL)
+            interval_seconds = duration_seconds(interval)
+            require_approval: bool = pick("require_approval", False)
             aliases = self.registry.aliases(model)
             why = failed_validation(mv)
             if why:
@@ -225,12 +229,13 @@ class Rollouts:
                                                              Decision.status == "pending")).first()
             if pending is not None:
                 raise Conflict(f"version {req.version} awaits decision {pending.id}: decide it first")
+            shadows.require(self.ctx, session, model, req.version, mv.tags, "start a canary")
             now = _now()
             row = CanaryRow(model_name=model, version=req.version, production_version=production, status="running",
-                            steps=list(req.steps), step_index=0, weight=req.steps[0], interval=req.interval,
-                            interval_seconds=req.interval_seconds, require_approval=req.require_approval,
+                            steps=steps, step_index=0, weight=steps[0], interval=interval,
+                            interval_seconds=interval_seconds, require_approval=require_approval,
                             thresholds=thresholds.as_dict(), checks=[], started_by=actor, started_at=now,
-                            updated_at=now, next_check_at=now + timedelta(seconds=req.interval_seconds))
+                            updated_at=now, next_check_at=now + timedelta(seconds=interval_seconds))
             session.add(row)
             session.flush()
             if aliases.get(CANARY_ALIAS) != req.version:
@@ -241,6 +246,7 @@ class Rollouts:
                                   "require_approval": row.require_approval, "thresholds": row.thresholds})
             self.governance.notify(unit, "canary_started", model, version=req.version, from_version=production,
                                    reason=req.reason, actor=actor, steps=row.steps, interval=row.interval)
+            split.write(self.ctx, unit, model)
             view = canary_view(row)
         return view
 
@@ -270,6 +276,7 @@ class Rollouts:
             row.next_check_at = row.updated_at + timedelta(seconds=row.interval_seconds)
             audit.record(unit.session, actor=actor, action="canary.resume", model=model, to_version=row.version,
                          reason=reason, details={"canary_id": row.id, "step": row.step_index, "weight": row.weight})
+            split.write(self.ctx, unit, model)
             view = canary_view(row)
         return view
 
@@ -292,6 +299,58 @@ class Rollouts:
                 raise Conflict(f"canary {row.id} of {model!r} is {row.status}, not awaiting approval")
             self._promote(unit, row, actor, reason or f"canary {row.id} approved by {actor}")
             view = canary_view(row)
+        return view
+
+    # -- shadow periods -------------------------------------------------------------------------------
+
+    def shadow(self, model: str) -> dict[str, Any]:
+        """The model's latest shadow period with the evidence the predictors reported over it, and what the
+        policy still asks for. Prometheus down leaves ``evidence`` null with ``evidence_error`` saying why."""
+        with self.ctx.sessions() as session:
+            row = shadows.latest(session, model)
+            policy = policies.rollout_policy(session, model)
+        if row is None:
+            self.registry.get_model(model)
+            raise NotFound(f"model {model!r} never had a shadow")
+        view: dict[str, Any] = {**shadows.shadow_view(row), "evidence": None, "evidence_error": None,
+                                "policy": None, "missing": None}
+        try:
+            view["evidence"] = shadows.evidence(shadows.prometheus(self.ctx), row)
+        except PrometheusUnavailable as exc:
+            view["evidence_error"] = str(exc)
+        if policy is not None and policy.shadow is not None:
+            view["policy"] = policy.shadow.model_dump()
+            if view["evidence"] is not None:
+                view["missing"] = shadows.gaps(policy.shadow, view["evidence"])
+        return view
+
+    def start_shadow(self, model: str, req: ShadowStart, actor: str) -> dict[str, Any]:
+        mv = self.registry.get_version(model, req.version)
+        with self.governance.unit(model) as unit:
+            why = failed_validation(mv)
+            if why:
+                raise Conflict(f"cannot start a shadow: {why}")
+            production = self.registry.aliases(model).get(PRODUCTION_ALIAS)
+            if production == req.version:
+                raise Conflict(f"version {req.version} of {model!r} is in production: there is nothing to compare")
+            if production is None:
+                raise Conflict(f"model {model!r} has no production version to mirror: promote one first")
+            running = split.running_shadow(unit.session, model, lock=True)
+            if running is not None:
+                raise Conflict(f"version {running.version} of {model!r} is in shadow since "
+                               f"{_iso(running.started_at)}: stop it first with DELETE /models/{model}/shadow")
+            row = shadows.begin(self.ctx, unit, model, req.version, req.share, production, actor, req.reason)
+            view = shadows.shadow_view(row)
+        return view
+
+    def stop_shadow(self, model: str, reason: str, actor: str) -> dict[str, Any]:
+        with self.governance.unit(model) as unit:
+            row = split.running_shadow(unit.session, model, lock=True)
+            if row is None:
+                self.registry.get_model(model)
+                raise Conflict(f"model {model!r} has no shadow running")
+            shadows.end(self.ctx, unit, row, "stopped", actor, reason or f"stopped by {actor}")
+            view = shadows.shadow_view(row)
         return view
 
     # -- what the loop does ---------------------------------------------------------------------------
@@ -342,6 +401,7 @@ class Rollouts:
             else:
                 self._promote(unit, row, CANARY_ACTOR, f"canary {row.id} passed every step ({row.steps})",
                               on_behalf_of=row.started_by)
+            split.write(self.ctx, unit, model)
             return row.status
 
     # -- endings --------------------------------------------------------------------------------------
@@ -352,6 +412,7 @@ class Rollouts:
                      reason=reason, details={"canary_id": row.id, "step": row.step_index, "weight": row.weight})
         self.governance.notify(unit, "canary_paused", row.model_name, version=row.version,
                                from_version=row.production_version, reason=reason, actor=actor)
+        split.write(self.ctx, unit, row.model_name)
 
     def _end(self, unit: Unit, row: CanaryRow, status: str, reason: str, actor: str) -> None:
         now = _now()
@@ -360,6 +421,7 @@ class Rollouts:
         aliases = self.registry.aliases(row.model_name)
         if aliases.get(CANARY_ALIAS) == row.version:
             self.governance.delete_alias(unit, row.model_name, CANARY_ALIAS, row.version)
+        split.write(self.ctx, unit, row.model_name)
 
     def _rollback(self, unit: Unit, row: CanaryRow, checks: list[dict[str, Any]]) -> None:
         failed = [c for c in checks if not c["passed"]]

@@ -5,15 +5,13 @@ evidence, payloads) are passed through as they are."""
 
 from __future__ import annotations
 
-import itertools
-import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlops_common.auth import ROLES, Role
-from mlops_common.contracts import SHA256, GatePolicy
+from mlops_common.contracts import SHA256, ModelPolicy, check_interval, check_steps
 
 
 class Body(BaseModel):
@@ -34,54 +32,31 @@ class PromoteRequest(Body):
     _check_version = field_validator("version", mode="before")(_version)
 
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS = 1.0, 24 * 3600.0
-
-
-def duration_seconds(text: str) -> float:
-    """``"2m"`` -> 120.0; units ms, s, m, h."""
-    match = DURATION.match(text.strip())
-    if match is None:
-        raise ValueError("a duration is a number and a unit: 30s, 2m, 1h")
-    return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
-
-
 class CanaryStart(Body):
     version: str
-    steps: list[int] = Field([5, 25, 50, 100], min_length=1, max_length=20,
-                             description="the canary's share of traffic (%) at each step; increasing, ending at 100")
-    interval: str = Field("2m", description="how long each step lasts before its analysis (1s to 24h)")
-    require_approval: bool = Field(False, description="after the last step, wait for POST .../canary/approve")
-    max_error_ratio: float | None = Field(None, ge=0, le=1, description="default CANARY_MAX_ERROR_RATIO")
-    max_p99_seconds: float | None = Field(None, gt=0, description="default CANARY_MAX_P99_SECONDS")
-    max_quality_drop: float | None = Field(None, ge=0, le=1, description="default CANARY_MAX_QUALITY_DROP")
+    steps: list[int] | None = Field(None, min_length=1, max_length=20,
+                                    description="the canary's share of traffic (%) at each step; increasing, ending "
+                                                "at 100. Default: the policy's, else [5, 25, 50, 100]")
+    interval: str | None = Field(None, description="how long each step lasts before its analysis (1s to 24h). "
+                                                  "Default: the policy's, else 2m")
+    require_approval: bool | None = Field(None, description="after the last step, wait for POST .../canary/approve. "
+                                                            "Default: the policy's, else false")
+    max_error_ratio: float | None = Field(None, ge=0, le=1, description="default: policy, CANARY_MAX_ERROR_RATIO")
+    max_p99_seconds: float | None = Field(None, gt=0, description="default: policy, CANARY_MAX_P99_SECONDS")
+    max_quality_drop: float | None = Field(None, ge=0, le=1, description="default: policy, CANARY_MAX_QUALITY_DROP")
     reason: str = Field("", max_length=2000)
 
     _check_version = field_validator("version", mode="before")(_version)
+    _steps = field_validator("steps")(check_steps)
+    _interval = field_validator("interval")(check_interval)
 
-    @field_validator("steps")
-    @classmethod
-    def _increasing(cls, steps: list[int]) -> list[int]:
-        if any(not 1 <= s <= 100 for s in steps):
-            raise ValueError("every step is a share of traffic from 1 to 100")
-        if any(b <= a for a, b in itertools.pairwise(steps)):
-            raise ValueError("steps must increase")
-        if steps[-1] != 100:
-            raise ValueError("the last step must be 100")
-        return steps
 
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, value: str) -> str:
-        seconds = duration_seconds(value)
-        if not MIN_INTERVAL_SECONDS <= seconds <= MAX_INTERVAL_SECONDS:
-            raise ValueError("the interval must be from 1s to 24h")
-        return value.strip()
+class ShadowStart(Body):
+    version: str
+    share: int = Field(100, ge=1, le=100, description="share of live requests mirrored to the shadow (%)")
+    reason: str = Field("", max_length=2000)
 
-    @property
-    def interval_seconds(self) -> float:
-        return duration_seconds(self.interval)
+    _check_version = field_validator("version", mode="before")(_version)
 
 
 class CanaryAction(Body):
@@ -112,7 +87,9 @@ class TokenCreate(Body):
     expires_at: datetime | None = None
 
 
-class PolicyUpdate(GatePolicy):
+class PolicyUpdate(ModelPolicy):
+    """A new revision. ``canary`` and ``shadow`` left out keep the blocks in force; ``null`` removes one."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     reason: str = Field(min_length=1, max_length=2000, description="why the bar changes (audited)")
@@ -294,6 +271,7 @@ class NotificationView(View):
 
 class CanaryCheck(View):
     name: str = Field(description="error_ratio, p99_seconds or quality_drop")
+    metric: str | None = Field(None, description="quality_drop: accuracy (absolute drop) or mae (relative rise)")
     value: float | None = Field(description="null when Prometheus has no such series (no data)")
     threshold: float
     passed: bool
@@ -338,8 +316,57 @@ class CanarySplit(BaseModel):
     weight: int = Field(description="share of requests (%) the canary version answers")
 
 
+class ShadowSplit(BaseModel):
+    version: str
+    share: int = Field(description="share of live requests (%) also sent to the shadow version")
+
+
 class RolloutView(BaseModel):
     model_name: str
     production: str | None = Field(description="the version the rest of the traffic goes to")
     canary: CanarySplit | None
+    shadow: ShadowSplit | None
     status: str | None = Field(description="the canary's status, null without one under way")
+
+
+class LiveQuality(View):
+    metric: Literal["accuracy", "mae"]
+    higher_is_better: bool
+    shadow: float
+    production: float | None
+
+
+class ShadowEvidence(View):
+    seconds: float = Field(description="time in shadow so far (or until it ended)")
+    compared: int = Field(description="answers of the shadow compared with production's")
+    agreement: float | None = Field(description="share of equal answers (classifiers); null without comparisons")
+    agreement_per_class: dict[str, float] = Field(description="agreement by production's answer (classifiers)")
+    mean_abs_difference: float | None = Field(description="regressors: mean |shadow - production|")
+    p50_seconds: float | None
+    p99_seconds: float | None
+    requests: int = Field(description="mirrored requests the shadow answered")
+    errors: int
+    shed: int = Field(description="mirrored requests dropped because the shadow was slow or busy")
+    live_quality: LiveQuality | None = Field(description="from feedback labels, both versions on the same requests")
+
+
+class ShadowView(View):
+    id: int
+    model_name: str
+    version: str
+    production_version: str | None
+    status: Literal["running", "stopped", "promoted"]
+    share: int
+    reason: str | None
+    started_by: str
+    started_at: str | None
+    ended_at: str | None
+    ended_by: str | None
+    end_reason: str | None
+
+
+class ShadowDetail(ShadowView):
+    evidence: ShadowEvidence | None = Field(description="from Prometheus; null when it could not be read")
+    evidence_error: str | None
+    policy: dict[str, Any] | None = Field(description="the shadow block of the model's policy, if any")
+    missing: list[str] | None = Field(description="what the evidence still lacks against the policy")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from mlops_common.auth import Approver, Reader
-from mlops_common.contracts import GatePolicy, GoldenSetView, PolicyView
+from mlops_common.contracts import GoldenSetView, ModelPolicy, PolicyView
 from registry_proxy.deps import PolicyStore
 from registry_proxy.schemas import GoldenSetPin, PolicyUpdate, RollbackRequest
 
@@ -19,7 +19,9 @@ def get_policy(_: Reader, name: str, store: PolicyStore) -> PolicyView:
 
 @router.put("/policy", response_model=PolicyView)
 def put_policy(actor: Approver, name: str, body: PolicyUpdate, store: PolicyStore) -> PolicyView:
-    return store.put(name, GatePolicy(**body.model_dump(exclude={"reason"})), actor.name, body.reason)
+    """A new revision of the policy; ``canary`` and ``shadow`` left out of the body keep the blocks in force."""
+    keep = frozenset({"canary", "shadow"} - body.model_fields_set)
+    return store.put(name, ModelPolicy(**body.model_dump(exclude={"reason"})), actor.name, body.reason, keep=keep)
 
 
 @router.get("/golden-set", response_model=GoldenSetView)

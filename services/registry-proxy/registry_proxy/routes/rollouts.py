@@ -1,4 +1,5 @@
-"""Canary rollouts of a model: start, watch, pause / resume / abort, approve; the split predictors follow."""
+"""Rollouts of a model: canaries (start, watch, pause / resume / abort, approve), shadow periods, and the split
+predictors follow."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from fastapi import APIRouter
 
 from mlops_common.auth import Approver, Reader
 from registry_proxy.deps import Rollout
-from registry_proxy.schemas import CanaryAction, CanaryStart, CanaryView, RolloutView
+from registry_proxy.schemas import (
+    CanaryAction,
+    CanaryStart,
+    CanaryView,
+    RolloutView,
+    ShadowDetail,
+    ShadowStart,
+    ShadowView,
+)
 
 router = APIRouter(prefix="/models", tags=["rollouts"])
 
@@ -51,3 +60,20 @@ def abort_canary(actor: Approver, rollouts: Rollout, name: str, body: CanaryActi
 def approve_canary(actor: Approver, rollouts: Rollout, name: str, body: CanaryAction | None = None) -> dict[str, Any]:
     """Promotes a canary that passed every step and waits for a human (``require_approval``)."""
     return rollouts.approve(name, body.reason if body else "", actor.name)
+
+
+@router.post("/{name}/shadow", status_code=201, response_model=ShadowView)
+def start_shadow(actor: Approver, rollouts: Rollout, name: str, body: ShadowStart) -> dict[str, Any]:
+    """Mirrors ``share`` % of the model's live requests to a validated version, off the request path."""
+    return rollouts.start_shadow(name, body, actor.name)
+
+
+@router.get("/{name}/shadow", response_model=ShadowDetail)
+def get_shadow(_: Reader, rollouts: Rollout, name: str) -> dict[str, Any]:
+    """The model's latest shadow period with its live evidence from Prometheus and what the policy still lacks."""
+    return rollouts.shadow(name)
+
+
+@router.delete("/{name}/shadow", response_model=ShadowView)
+def stop_shadow(actor: Approver, rollouts: Rollout, name: str, body: CanaryAction | None = None) -> dict[str, Any]:
+    return rollouts.stop_shadow(name, body.reason if body else "", actor.name)
