@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # does it lives in the virtualenv itself (it is in the dev group), so a fresh clone needs only python3.
 UV_ENV := UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy
 
-.PHONY: venv lock test test-loop test-fast test-faults lint dev dev-down bench simulate compose-check admin-token clean
+.PHONY: venv lock test test-loop test-fast test-faults test-hosts lint dev dev-down bench simulate compose-check admin-token clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,10 @@ test-fast: venv
 ## make test-faults: the fault, load and hostile-input tests alone (they also run in make test).
 test-faults: venv
 	$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
+
+## make test-hosts: the stack on seven hosts made of network namespaces (root; not part of make test: it takes minutes).
+test-hosts: venv
+	$(BIN)/python -m pytest tests/hosts $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check services clients tests bench scripts
