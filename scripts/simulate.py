@@ -24,9 +24,9 @@ import sys
 import time
 
 import httpx
+from mlops_client import token_from_env  # the `mlops` CLI's rule for the token
 
 from trainer import taxi
-from trainer.cli import token_from_env  # the `mlops` CLI's rule for the token
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]

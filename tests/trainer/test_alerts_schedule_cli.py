@@ -1,5 +1,5 @@
-"""Alert webhooks (auth, resolved alerts ignored, one retrain per alert group within the cool-down),
-trainer-beat's cron schedules, and the `mlops` CLI, against real processes."""
+"""Alert webhooks (auth, resolved alerts ignored, one retrain per alert group within the cool-down) and
+trainer-beat's cron schedules, against real processes (the `mlops` CLI's tests are in tests/client)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ import yaml
 
 from mlops_common.spec import ModelSpec
 from tests.support import processes as p
-from tests.support.auth import ADMIN_TOKEN, TRAINER_TOKEN
+from tests.support.auth import TRAINER_TOKEN
 from tests.support.waiting import wait_for
 from tests.trainer.helpers import text_spec, wait_job
-from trainer import cli
 from trainer.jobs import JobStore, connect
 from trainer.training import trials
 
@@ -99,42 +98,6 @@ def test_alert_webhooks(alert_api: str, base_env: dict[str, str], models_dir: Pa
     assert bad.status_code == 422
     no_alerts = httpx.post(f"{alert_api}/alerts/grafana", json={"status": "firing"}, headers=auth)
     assert no_alerts.status_code == 422 and "alerts" in no_alerts.text
-
-
-def test_cli_retrain_jobs_and_follow(trainer_url: str, model_name: str, base_env: dict[str, str],
-                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLOPS_TOKEN", raising=False)
-    monkeypatch.delenv("REGISTRY_ADMIN_TOKEN", raising=False)
-    with pytest.raises(SystemExit, match="error 401: .*MLOPS_TOKEN"):
-        cli.main(["--url", trainer_url, "retrain", model_name, "--no-wait"])
-    monkeypatch.setenv("REGISTRY_ADMIN_TOKEN", "not-a-token")
-    monkeypatch.setenv("MLOPS_TOKEN", ADMIN_TOKEN)  # MLOPS_TOKEN wins over REGISTRY_ADMIN_TOKEN
-    assert cli.token_from_env() == ADMIN_TOKEN
-    assert cli.token_from_env({"REGISTRY_ADMIN_TOKEN": "fallback"}) == "fallback"
-
-    path = Path(base_env["DATASETS_DIR"]) / "inputs" / f"{model_name}.csv"
-    path.parent.mkdir(exist_ok=True)
-    pd.DataFrame({"text": [f"m {i}" for i in range(30)], "label": ["ham"] * 30}).to_csv(path, index=False)
-    spec_file = path.with_suffix(".yaml")
-    spec_file.write_text(yaml.safe_dump(text_spec(path)))
-    code = cli.main(["--url", trainer_url, "retrain", model_name, "--spec", str(spec_file),
-                     "--set", "metric.threshold=0.7"])
-    out, err = capsys.readouterr()
-    assert code == 1  # the job fails (one class) and the CLI says so
-    assert "queued" in out and "single class" in out
-    assert "100%" in err or "failed" in err  # the progress bar
-
-    assert cli.main(["--url", trainer_url, "jobs", "--model", model_name]) == 0
-    out, _ = capsys.readouterr()
-    assert model_name in out and "failed" in out
-
-    assert cli.main(["--url", trainer_url, "models"]) == 0
-    assert "sms-spam" in capsys.readouterr().out
-
-    with pytest.raises(SystemExit, match="404"):
-        cli.main(["--url", trainer_url, "job", "nope"])
-    with pytest.raises(SystemExit, match="error 404: no spec"):
-        cli.main(["--url", trainer_url, "retrain", f"{model_name}-nospec"])
 
 
 def test_grid_expands_into_trials() -> None:

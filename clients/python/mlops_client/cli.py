@@ -106,7 +106,7 @@ def fail(message: str, code: int) -> NoReturn:
 @contextmanager
 def connect(ctx: typer.Context) -> Iterator[Client]:
     """A client from the global options; an :class:`MlopsError` becomes its message and exit code."""
-    opts: Options = ctx.ensure_object(Options) if ctx.obj is None else ctx.obj
+    opts: Options = ctx.obj  # set by the callback, inherited by the groups' commands
     try:
         with Client(token=opts.token, predictor_url=opts.predictor_url, trainer_url=opts.trainer_url,
                     registry_url=opts.registry_url, timeout=opts.timeout, retries=opts.retries) as client:
