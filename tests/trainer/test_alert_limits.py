@@ -18,7 +18,7 @@ from tests.support import processes as p
 from tests.support.auth import TRAINER_TOKEN, bearer
 from tests.trainer.helpers import sms_subset, text_spec
 
-COOLDOWN = 15  # long enough for a loaded machine to send the second alert within it
+COOLDOWN = 20  # counted from the moment the job is queued
 
 
 @pytest.fixture()

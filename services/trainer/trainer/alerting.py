@@ -91,6 +91,7 @@ def handle_notification(source: str, note: Notification, settings: TrainerSettin
             alert_retrains().labels(name, "rejected").inc()
             results.append(AlertRetrain(model_name=name, outcome="rejected", detail=exc.detail))
             continue
+        store.confirm_model_alert(name)
         alert_retrains().labels(name, "enqueued").inc()
         job_id = submitted.job["job_id"]
         log.info("alert from %s (group %s) enqueued retrain job %s of %s", source, group, job_id, name)

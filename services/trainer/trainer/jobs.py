@@ -170,7 +170,8 @@ class JobStore:
     def claim_model_alert(self, model_name: str, cooldown_seconds: int, per_day: int) -> str | None:
         """Books an alert-triggered retrain of the model: None when it may go ahead (and is now counted), else why
         not (``skipped: cool-down ...`` or ``skipped: cap ...``). Atomic (one Lua script), so two notifications
-        arriving together never both pass."""
+        arriving together never both pass; :meth:`confirm_model_alert` then restarts the cool-down from the
+        moment the job is queued."""
         now = datetime.now(UTC).timestamp()
         answer: Any = self.r.eval(CLAIM_MODEL_ALERT, 1, f"{PREFIX}alert-retrains:{model_name}", now,
                                   cooldown_seconds, per_day, uuid.uuid4().hex)
@@ -182,6 +183,13 @@ class JobStore:
                     f"(ALERT_MODEL_COOLDOWN_SECONDS={cooldown_seconds})")
         return (f"skipped: cap: {model_name} was already retrained {value:.0f} times from alerts in the last 24 "
                 f"hours (ALERT_MAX_RETRAINS_PER_DAY={per_day}); a person decides what comes next")
+
+    def confirm_model_alert(self, model_name: str) -> None:
+        """The booked retrain is queued: its time (the start of the cool-down) becomes now."""
+        key = f"{PREFIX}alert-retrains:{model_name}"
+        newest: Any = self.r.zrange(key, -1, -1)
+        if newest:
+            self.r.zadd(key, {newest[0]: datetime.now(UTC).timestamp()}, xx=True)
 
     def release_model_alert(self, model_name: str) -> None:
         """Undo the last :meth:`claim_model_alert` (the retrain was refused)."""
