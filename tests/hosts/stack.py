@@ -38,6 +38,7 @@ from tests.support.auth import ADMIN_TOKEN, SERVICE_TOKEN, TRAINER_TOKEN
 HOSTS = {"state": 2, "control": 3, "edge": 4, "serve-1": 11, "serve-2": 12, "train-1": 21, "train-2": 22}
 PREDICTOR_PORT, REGISTRY_PORT, TRAINER_PORT, MLFLOW_PORT, LB_PORT = 8000, 8001, 8002, 5000, 8000
 POLL_SECONDS = 2
+MODEL = "hosts-sms"  # the model the predictors serve and the tests retrain
 # A worker that dies with its message unacknowledged hands it back only after the visibility timeout (the
 # trainer's default is 4 h, longer than the longest job). 20 s here: longer than this test's quick jobs, short
 # enough that the redelivery after a SIGKILL comes within the test.
@@ -166,7 +167,7 @@ class Stack:
             "REGISTRY_URL": self.registry, "REGISTRY_DATABASE_URL": f"{pg}/registry",
             "REGISTRY_ADMIN_TOKEN": ADMIN_TOKEN, "REGISTRY_SERVICE_TOKEN": SERVICE_TOKEN,
             "TRAINER_API_TOKEN": TRAINER_TOKEN, "DATASETS_DIR": str(datasets), "GIT_PYTHON_REFRESH": "quiet",
-            "POLL_INTERVAL_SECONDS": str(POLL_SECONDS),
+            "MODEL_NAME": MODEL, "POLL_INTERVAL_SECONDS": str(POLL_SECONDS),
             p.TEST_PASSWORDS_VAR: json.dumps(dict(creds.passwords)),
         }
 

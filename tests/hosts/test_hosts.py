@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.hosts import network
-from tests.hosts.stack import POLL_SECONDS, Stack
+from tests.hosts.stack import MODEL, POLL_SECONDS, Stack
 from tests.support import jobs
 from tests.support.auth import ADMIN
 from tests.support.data import QUICK_CANDIDATES, sms_subset, text_spec
@@ -25,7 +25,6 @@ from tests.support.waiting import wait_for
 
 # The timeout covers building the stack too (it is set up by the first test): minutes on a busy machine.
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.timeout(2400)]
-MODEL = "hosts-sms"
 SERVE_HOSTS = ("serve-1", "serve-2")
 # A promotion reaches a predictor by its alias event, or at the latest by its next poll; loading the version
 # comes on top, slow on a busy 2-core machine (the same allowance as the fault tests).
