@@ -39,9 +39,11 @@ HOSTS = {"state": 2, "control": 3, "edge": 4, "serve-1": 11, "serve-2": 12, "tra
 PREDICTOR_PORT, REGISTRY_PORT, TRAINER_PORT, MLFLOW_PORT, LB_PORT = 8000, 8001, 8002, 5000, 8000
 POLL_SECONDS = 2
 MODEL = "hosts-sms"  # the model the predictors serve and the tests retrain
-# A worker that dies with its message unacknowledged hands it back only after the visibility timeout (the
-# trainer's default is 4 h, longer than the longest job). 20 s here: longer than this test's quick jobs, short
-# enough that the redelivery after a SIGKILL comes within the test.
+# A worker host that dies hands nothing back: its unacknowledged message returns to the queue once it is older
+# than the visibility timeout (the trainer's default is 4 h, longer than the longest job), at the next scan of a
+# live worker (kombu scans every 10th tick of 10 s: up to 100 s later). 20 s here, so the redelivery after the
+# SIGKILL comes within the test; a task running longer than that is also handed to an idle worker (seen under
+# load: both workers trained the same job, which registered one version all the same).
 VISIBILITY_TIMEOUT = 20
 
 HAPROXY_CFG = """\
