@@ -10,7 +10,6 @@ reset connections).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -24,28 +23,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.haproxy import config_for, env_for
 from tests.support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "docker" / "haproxy" / "haproxy.cfg"
 BACKEND = Path(__file__).with_name("lb_backend.py")
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"),
                                 reason="haproxy is not installed (apt-get install haproxy)")
-
-
-def local_config(ports: list[int]) -> str:
-    """The repository's config with each `server-template` (one slot per replica that DNS returns) replaced by
-    one `server` line per local backend, with the same options but the DNS ones."""
-    text = CONFIG.read_text()
-    templates = re.findall(r"^(\s*)server-template \S+ \S+ \S+(.*)$", text, re.M)
-    assert len(templates) == 2, "both backends discover the predictors with a server-template"
-
-    def servers(match: re.Match[str]) -> str:
-        indent, options = match[1], match[2]
-        options = re.sub(r"\s(resolvers \S+|init-addr \S+|resolve-prefer \S+)", "", options)
-        return "\n".join(f"{indent}server p{i} 127.0.0.1:{port}{options}" for i, port in enumerate(ports, 1))
-
-    return re.sub(r"^(\s*)server-template \S+ \S+ \S+(.*)$", servers, text, flags=re.M)
 
 
 class Stack:
@@ -65,9 +49,8 @@ class Stack:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, str(BACKEND), name, str(port), ready, str(self.tmp / f"{name}.log")])
         cfg = self.tmp / "haproxy.cfg"
-        cfg.write_text(local_config(self.ports))
-        env = {**os.environ, "LB_BIND": f"127.0.0.1:{self.lb_port}", "PREDICTOR_SLOTS": "2",
-               "PREDICTOR_ADDRESS": "unused:8000", "DNS_RESOLVER": "127.0.0.1:53"}
+        cfg.write_text(config_for([f"127.0.0.1:{port}" for port in self.ports]))
+        env = {**os.environ, **env_for(f"127.0.0.1:{self.lb_port}", slots=2)}
         check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], env=env, capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         self.procs["haproxy"] = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], env=env,

@@ -34,6 +34,7 @@ from tests.hosts import network
 from tests.hosts.network import Host
 from tests.support import processes as p
 from tests.support.auth import ADMIN_TOKEN, SERVICE_TOKEN, TRAINER_TOKEN
+from tests.support.haproxy import config_for, env_for
 
 HOSTS = {"state": 2, "control": 3, "edge": 4, "serve-1": 11, "serve-2": 12, "train-1": 21, "train-2": 22}
 PREDICTOR_PORT, REGISTRY_PORT, TRAINER_PORT, MLFLOW_PORT, LB_PORT = 8000, 8001, 8002, 5000, 8000
@@ -46,28 +47,6 @@ MODEL = "hosts-sms"  # the model the predictors serve and the tests retrain
 # load: both workers trained the same job, which registered one version all the same).
 VISIBILITY_TIMEOUT = 20
 
-HAPROXY_CFG = """\
-global
-    maxconn 512
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    timeout check 2s
-    retries 3
-    option redispatch 1
-    retry-on all-retryable-errors
-frontend predict
-    bind {edge}:{lb_port}
-    default_backend predictors
-backend predictors
-    balance roundrobin
-    option httpchk GET /ready
-    http-check expect status 200
-    default-server inter 500ms fall 2 rise 2
-{servers}
-"""
 
 
 class Stack:
@@ -231,13 +210,15 @@ class Stack:
                 "--concurrency", "1", "--queues", self.queue, "--hostname", f"w@{host}"]
 
     def _balancer(self) -> None:
-        servers = "\n".join(f"    server {h} {self.hosts[h].address}:{PREDICTOR_PORT} check"
-                            for h in ("serve-1", "serve-2"))
+        """HAProxy on `edge` with the repository's config (docker/haproxy/haproxy.cfg) in front of both predictors."""
+        servers = [f"{self.hosts[h].address}:{PREDICTOR_PORT}" for h in ("serve-1", "serve-2")]
         cfg = self.scratch / "haproxy.cfg"
-        cfg.write_text(HAPROXY_CFG.format(edge=self.hosts["edge"].address, lb_port=LB_PORT, servers=servers))
-        check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+        cfg.write_text(config_for(servers))
+        env = env_for(f"{self.hosts['edge'].address}:{LB_PORT}", slots=len(servers))
+        check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], env={**os.environ, **env}, capture_output=True,
+                               text=True, timeout=30)
         assert check.returncode == 0, check.stdout + check.stderr
-        self.start("edge", "haproxy", ["haproxy", "-db", "-f", str(cfg)])
+        self.start("edge", "haproxy", ["haproxy", "-db", "-f", str(cfg)], env)
 
     def wait_worker(self, host: str, timeout: float = 120) -> None:
         """Until the worker on ``host`` says it is ready (its log), or raises with the log."""
