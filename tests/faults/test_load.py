@@ -127,11 +127,16 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
         warm_rss = rss_bytes(pid)
         start = time.monotonic()
         targets = itertools.cycle([versions[1], versions[0]])
-        promotions = 0
+        promotions, promote_seconds = 0, []
+        # One promotion at the start of every PROMOTE_EVERY_SECONDS slot, however long the last one took (a
+        # promotion waits for the model's governance lock while a retrain of the same model is being gated).
         while time.monotonic() - start < SOAK_SECONDS:
+            began = time.monotonic()
             promote(registry_url, name, next(targets))
+            promote_seconds.append(time.monotonic() - began)
             promotions += 1
-            time.sleep(min(PROMOTE_EVERY_SECONDS, max(0.0, SOAK_SECONDS - (time.monotonic() - start))))
+            next_slot = start + promotions * PROMOTE_EVERY_SECONDS
+            time.sleep(max(0.0, min(next_slot, start + SOAK_SECONDS) - time.monotonic()))
         stop.set()
         thread_problems = feeder.finish(60) + retrainer.finish(300)
     end_rss = rss_bytes(pid)
@@ -140,7 +145,8 @@ def test_soak_mixed_traffic(soak_predictor: tuple[str, int, str, list], registry
     after_feedback = metric_sum(url, "predictor_http_requests_total", handler="/feedback", method="POST")
     print(f"soak: {load.sent} predictions, {feedback_sent} feedbacks, {promotions} promotions, "
           f"{len(jobs)} retrains ({[j.get('decision') for j in jobs]}), "
-          f"RSS {warm_rss / 2**20:.0f} MB → {end_rss / 2**20:.0f} MB")
+          f"RSS {warm_rss / 2**20:.0f} MB → {end_rss / 2**20:.0f} MB, promotions took "
+          f"{', '.join(f'{t:.1f}' for t in promote_seconds)} s")
     assert thread_problems == []
     assert load.failures == [] and feedback_failures == []
     assert load.sent > 100 and feedback_sent > 10 and promotions >= 4
