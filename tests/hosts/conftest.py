@@ -13,6 +13,7 @@ import pytest
 
 from tests.hosts import network
 from tests.hosts.stack import Stack
+from tests.support.selection import deselect_unless_named
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,22 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hosts: the stack on several hosts made of network namespaces (root)")
 
 
-def _named(config: pytest.Config) -> bool:
-    """Whether the command line names tests/hosts or something inside it."""
-    for arg in config.args:
-        path = Path(config.invocation_params.dir, arg.split("::")[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _named(config):
-        return
-    hosts = [item for item in items if item.get_closest_marker("hosts")]
-    if hosts:
-        config.hook.pytest_deselected(items=hosts)
-        items[:] = [item for item in items if not item.get_closest_marker("hosts")]
+    deselect_unless_named(config, items, HERE, "hosts")
 
 
 @pytest.fixture(scope="module")
