@@ -70,6 +70,8 @@ as_mlflow_user() {  # as_mlflow_user USER NAME CMD...: `start NAME CMD...` with 
 }
 
 start_mlflow() {
+  # MLflow's job runner (huey consumers for its GenAI jobs) is not used by this stack, as in the image.
+  export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
   if [ "$DEV_MLFLOW_AUTH" != 1 ]; then
     start mlflow mlflow server --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" --serve-artifacts \
       --artifacts-destination "$DEV/artifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \

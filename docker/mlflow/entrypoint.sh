@@ -51,6 +51,8 @@ file_env MLFLOW_FLASK_SERVER_SECRET_KEY
 ADMIN_USERNAME=${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 AUTH_DATABASE_URI=$MLFLOW_AUTH_DATABASE_URI
 ADMIN_PASSWORD=$MLFLOW_AUTH_ADMIN_PASSWORD
+# MLflow's job runner (huey consumers for its GenAI jobs) is not used by this stack: off unless asked for.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
 # mlflow would let these variables override the ini (even when empty): the ini below is the one source.
 unset MLFLOW_AUTH_DATABASE_URI MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_AUTH_ADMIN_USERNAME MLFLOW_TRACKING_USERNAME \
   MLFLOW_TRACKING_PASSWORD

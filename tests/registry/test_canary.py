@@ -202,6 +202,18 @@ class CanaryStack:
             time.sleep(0.5)
         raise AssertionError(f"Prometheus never had {model} v{version}")
 
+    def no_errors_in_window(self, model: str, version: str, timeout: float = 30) -> None:
+        """Waits until the canary analysis' 5 s window holds no error left from an earlier ``exporter.set``."""
+        query = (f'sum(rate(predictor_model_requests_total{{model_name="{model}",model_version="{version}",'
+                 f'status="500"}}[5s]))')
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{self.prometheus.url}/api/v1/query", params={"query": query}, timeout=5).json()
+            if r["data"]["result"] and float(r["data"]["result"][0]["value"][1]) == 0:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"Prometheus still sees errors of {model} v{version}")
+
 
 @pytest.fixture(scope="module")
 def stack(base_env: dict[str, str], log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryStack]:
@@ -414,6 +426,7 @@ def test_the_split_follows_a_canary_to_rollback_and_to_promotion(
     # The second canary passes and is promoted: the tag walks its weights and ends without a canary.
     stack.exporter.set(model_name, v2)
     api.delete(f"/models/{model_name}/shadow", headers=ADMIN).raise_for_status()
+    stack.no_errors_in_window(model_name, v2)
     assert rollout_tag(mlflow_client, model_name) == {"canary": None, "shadow": None}
     seen: list[dict[str, Any] | None] = []
     r = api.post(f"/models/{model_name}/canary", json={"version": v2, "steps": [50, 100], "interval": "2s"},
