@@ -18,6 +18,8 @@ from shutil import which
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.support import processes as p
 from tests.support.scripts import load_script
@@ -27,6 +29,8 @@ QUEUE = "training"  # the defaults compose renders the ACL with
 CHANNEL = "mlops:model-events"
 PREFIX = "mlops:predictor"
 INSPECTOR = "acl-inspector"  # added by this test only, to read ACL LOG
+# redis-py retries an AuthenticationError (a ConnectionError) three times with backoff: 4-11 s per refusal.
+NO_RETRY = Retry(NoBackoff(), 0)
 
 
 secrets_init = load_script("docker/secrets-init/secrets_init.py")
@@ -39,7 +43,8 @@ class Server:
 
     def client(self, user: str, password: str | None = None) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, username=user,
-                           password=self.passwords[user] if password is None else password, socket_timeout=10)
+                           password=self.passwords[user] if password is None else password, socket_timeout=10,
+                           retry=NO_RETRY)
 
     def url(self, user: str) -> str:
         return secrets_init.redis_url(user, self.passwords[user], f"127.0.0.1:{self.port}")
@@ -96,7 +101,7 @@ def test_the_acl_file_holds_hashes_not_passwords() -> None:
 
 
 def test_no_anonymous_access_and_no_wrong_password(server: Server) -> None:
-    anonymous = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5)
+    anonymous = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5, retry=NO_RETRY)
     assert refused(anonymous.ping)
     assert refused(anonymous.get, "trainer:jobs")
     assert refused(anonymous.publish, CHANNEL, "x")
