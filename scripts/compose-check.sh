@@ -5,7 +5,8 @@
 #      fresh copy of the working tree (tracked and new files, never .env) and with no env file and no secret in
 #      the environment (secrets-init generates them), builds every image, brings the stack up, reads the admin
 #      token from the running stack, checks that requests without a token are refused (401), runs the lifecycle
-#      with the token (upload a small dataset, POST /retrain, job succeeded and promoted, POST /predict),
+#      with the token (upload a small dataset, POST /retrain, job succeeded and promoted, POST /predict, the
+#      predictor's served log in Postgres holds what it served),
 #      restarts the stack (containers removed, volumes kept) and checks that the secrets (the same admin token),
 #      the registered versions, the audit log and the served model survived, then tears everything down (down -v).
 # It says plainly when it skips the engine part, and why. All test traffic goes to 127.0.0.1.
@@ -203,6 +204,11 @@ predict() {
     -d '{"instances": ["WINNER!! Claim your free prize now, call 09061701461", "Are we still meeting for lunch tomorrow?"]}'
 }
 
+served_log_rows() {  # rows of $MODEL in the predictors' served log (database and table served_log); empty: no answer
+  dc exec -T postgres psql -U postgres -d served_log -tAc "select count(*) from served_log where model_name = '$MODEL'" \
+    2>/dev/null | tr -d '[:space:]'
+}
+
 redis_acl_check() {  # no container's log shows a Redis refusal (ACL denial, wrong or missing password)
   local denied
   denied=$(dc logs --no-color 2>/dev/null | grep -E 'NOPERM|NoPermissionError|WRONGPASS|NOAUTH' | head -5)
@@ -307,6 +313,14 @@ EOF
   answer=$(predict) || fail "POST /predict failed"
   echo "  POST /predict → $answer"
   [ "$(echo "$answer" | json "d['predictions']")" = "['spam', 'ham']" ] || fail "unexpected predictions: $answer"
+  # The predictor writes its served log in the background (every SERVED_LOG_FLUSH_SECONDS): one row per instance.
+  local rows
+  t=$SECONDS
+  until rows=$(served_log_rows) && [ "${rows:-0}" -ge 2 ] 2>/dev/null; do
+    ((SECONDS - t > 30)) && { dc logs --tail 40 predictor >&2; fail "the served log (Postgres database served_log) holds ${rows:-no} rows of $MODEL 30s after POST /predict, not the 2 instances served"; }
+    sleep 1
+  done
+  echo "  served log: $rows rows of $MODEL in Postgres (database and table served_log) after $((SECONDS - t))s"
 
   redis_acl_check "after the lifecycle"
 

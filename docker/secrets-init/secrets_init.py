@@ -43,6 +43,7 @@ ENV = {
     "postgres_password": "POSTGRES_PASSWORD",
     "postgres_mlflow_password": "MLFLOW_DB_PASSWORD",
     "postgres_registry_password": "REGISTRY_DB_PASSWORD",
+    "postgres_served_log_password": "SERVED_LOG_DB_PASSWORD",
     "registry_admin_token": "REGISTRY_ADMIN_TOKEN",
     "registry_service_token": "REGISTRY_SERVICE_TOKEN",
     "trainer_api_token": "TRAINER_API_TOKEN",
@@ -67,6 +68,7 @@ VOLUMES: dict[str, dict[str, str]] = {
         "postgres_password": "postgres_password",
         "mlflow_db_password": "postgres_mlflow_password",
         "registry_db_password": "postgres_registry_password",
+        "served_log_db_password": "postgres_served_log_password",
     },
     "redis": {
         "users.acl": "redis_acl",
@@ -90,7 +92,10 @@ VOLUMES: dict[str, dict[str, str]] = {
         "redis_url": "redis_url_registry_proxy",
         "mlflow_tracking_password": "mlflow_password_registry_proxy",
     },
+    # The trainer reads the predictors' served log for production:<model> datasets (trainer-api checks the
+    # setting when a job is submitted, the workers read the rows).
     "trainer": {
+        "served_log_database_url": "served_log_database_url",
         "registry_service_token": "registry_service_token",
         "redis_url": "redis_url_trainer",
         "celery_broker_url": "redis_url_trainer",
@@ -98,6 +103,7 @@ VOLUMES: dict[str, dict[str, str]] = {
         "mlflow_tracking_password": "mlflow_password_trainer",
     },
     "predictor": {
+        "served_log_database_url": "served_log_database_url",
         "redis_url": "redis_url_predictor",
         "mlflow_tracking_password": "mlflow_password_predictor",
     },
@@ -196,6 +202,8 @@ def derive(kept: dict[str, str], env: dict[str, str]) -> dict[str, str]:
     values["mlflow_backend_store_uri"] = postgres_url("mlflow", kept["postgres_mlflow_password"], pg, "mlflow")
     values["mlflow_auth_database_uri"] = postgres_url("mlflow", kept["postgres_mlflow_password"], pg, "mlflow_auth")
     values["registry_database_url"] = postgres_url("registry", kept["postgres_registry_password"], pg, "registry")
+    values["served_log_database_url"] = postgres_url("servedlog", kept["postgres_served_log_password"], pg,
+                                                     "served_log")
     for user in ("registry-proxy", "trainer", "predictor"):
         values[f"redis_url_{user.replace('-', '_')}"] = redis_url(user, kept[REDIS_USERS[user]], rd)
     values["redis_acl"] = render_acl(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -33,8 +34,9 @@ SECRET_SETTINGS = {
     "registry-proxy": {"REDIS_URL", "REGISTRY_DATABASE_URL", "REGISTRY_ADMIN_TOKEN", "REGISTRY_SERVICE_TOKEN",
                        "TRAINER_API_TOKEN", "MLFLOW_TRACKING_PASSWORD"},
     **{name: {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REGISTRY_SERVICE_TOKEN",
-              "MLFLOW_TRACKING_PASSWORD"} for name in ("trainer-api", "trainer-worker", "trainer-beat")},
-    "predictor": {"REDIS_URL", "MLFLOW_TRACKING_PASSWORD"},
+              "MLFLOW_TRACKING_PASSWORD", "SERVED_LOG_DATABASE_URL"}
+       for name in ("trainer-api", "trainer-worker", "trainer-beat")},
+    "predictor": {"REDIS_URL", "MLFLOW_TRACKING_PASSWORD", "SERVED_LOG_DATABASE_URL"},
 }
 MLFLOW_USER = {"registry-proxy": "registry-proxy", "trainer-api": "trainer", "trainer-worker": "trainer",
                "trainer-beat": "trainer", "predictor": "predictor"}
@@ -192,6 +194,25 @@ def test_each_service_gets_only_its_own_secrets(base: dict) -> None:
         "trainer-api", "trainer-worker", "trainer-beat"}
 
 
+def test_the_served_log_database_reaches_the_predictors_and_the_trainer(base: dict[str, Any]) -> None:
+    """The predictors log what they served to Postgres and the training workers read it back for production
+    datasets: both name the same URL file, under the setting each service actually reads (a wrong name would log
+    nothing, silently); only Postgres holds the role's password; and the predictor does not wait for Postgres,
+    since the log is best effort and serving must not depend on it."""
+    from predictor.servedlog import ServedLogSettings
+    from trainer.settings import TrainerSettings
+
+    assert "served_log_database_url" in ServedLogSettings.model_fields
+    assert "served_log_database_url" in TrainerSettings.model_fields
+    for name in ("predictor", "trainer-api", "trainer-worker", "trainer-beat"):
+        env = base[name]["environment"]
+        assert env["SERVED_LOG_DATABASE_URL_FILE"] == f"{SECRETS_DIR}/served_log_database_url", name
+    volumes = secrets_init.VOLUMES
+    assert volumes["predictor"]["served_log_database_url"] == volumes["trainer"]["served_log_database_url"]
+    assert {v for v, files in volumes.items() if "postgres_served_log_password" in files.values()} == {"postgres"}
+    assert "postgres" not in base["predictor"]["depends_on"]
+
+
 def test_secrets_init_takes_every_override_and_nothing_is_a_shared_default(base: dict) -> None:
     env = base["secrets-init"]["environment"]
     example = (REPO / ".env.example").read_text()
@@ -206,9 +227,11 @@ def test_the_servers_read_their_secrets_from_files(base: dict) -> None:
     pg = base["postgres"]["environment"]
     assert pg["POSTGRES_PASSWORD_FILE"] == f"{SECRETS_DIR}/postgres_password" and "POSTGRES_PASSWORD" not in pg
     init_script = (REPO / "docker/postgres/init-databases.sh").read_text()
-    for var in ("MLFLOW_DB_PASSWORD", "REGISTRY_DB_PASSWORD"):
+    for var in ("MLFLOW_DB_PASSWORD", "REGISTRY_DB_PASSWORD", "SERVED_LOG_DB_PASSWORD"):
         assert pg[f"{var}_FILE"].startswith(SECRETS_DIR) and var in init_script
     assert "CREATE DATABASE mlflow_auth OWNER mlflow" in init_script
+    assert "CREATE ROLE servedlog LOGIN PASSWORD :'served_log_password'" in init_script
+    assert "CREATE DATABASE served_log OWNER servedlog" in init_script
     assert base["redis"]["command"][:3] == ["redis-server", "--aclfile", f"{SECRETS_DIR}/users.acl"]
     assert "--user healthcheck" in base["redis"]["healthcheck"]["test"][1]
     ml = base["mlflow"]["environment"]
@@ -266,7 +289,7 @@ def test_local_and_hostnet_overrides_cover_the_stack(base: dict) -> None:
     for name, service in hostnet.items():
         env = service.get("environment") or {}
         assert not {k for k in env if k in {"REDIS_URL", "CELERY_BROKER_URL", "REGISTRY_DATABASE_URL",
-                                            "MLFLOW_BACKEND_STORE_URI"}}, name
+                                            "MLFLOW_BACKEND_STORE_URI", "SERVED_LOG_DATABASE_URL"}}, name
 
 
 def test_every_compose_variable_is_in_env_example(base: dict) -> None:

@@ -57,6 +57,12 @@ def test_first_start_generates_everything_and_later_starts_keep_it(volumes: dict
     assert (url.username, unquote(url.password), url.hostname, url.port) == (
         "trainer", kept["redis_password_trainer"], "redis", 6379)
     assert written["registry-proxy/registry_database_url"].startswith("postgresql://registry:")
+    # the predictors write the served log and the trainer reads it: one database, one role, Postgres' password
+    served = urlsplit(written["predictor/served_log_database_url"])
+    assert written["trainer/served_log_database_url"] == written["predictor/served_log_database_url"]
+    assert (served.username, unquote(served.password or ""), served.hostname, served.port, served.path) == (
+        "servedlog", kept["postgres_served_log_password"], "postgres", 5432, "/served_log")
+    assert written["postgres/served_log_db_password"] == kept["postgres_served_log_password"]
     assert written["mlflow/mlflow_auth_database_uri"].endswith("@postgres:5432/mlflow_auth")
     assert written["registry-proxy/registry_admin_token"] == kept["registry_admin_token"]
     # Prometheus gets only the password of MLflow's read-only user `prometheus`, the one MLflow provisions
@@ -73,12 +79,17 @@ def test_the_environment_overrides_and_addresses_follow_the_network(volumes: dic
     run(volumes)
     before = files(volumes)
     run(volumes, REGISTRY_ADMIN_TOKEN="my own token", REDIS_PASSWORD_PREDICTOR="p@ss:w/rd",
-        REDIS_ADDRESS="127.0.0.1:16379", POSTGRES_ADDRESS="127.0.0.1:15432")
+        SERVED_LOG_DB_PASSWORD="served/log pw", REDIS_ADDRESS="127.0.0.1:16379", POSTGRES_ADDRESS="127.0.0.1:15432")
     after = files(volumes)
     assert after["registry-proxy/registry_admin_token"] == "my own token"
     url = urlsplit(after["predictor/redis_url"])
     assert (unquote(url.password), url.hostname, url.port) == ("p@ss:w/rd", "127.0.0.1", 16379)
     assert "@127.0.0.1:15432/registry" in after["registry-proxy/registry_database_url"]
+    assert after["postgres/served_log_db_password"] == "served/log pw"
+    for volume in ("predictor", "trainer"):
+        served = urlsplit(after[f"{volume}/served_log_database_url"])
+        assert (served.username, unquote(served.password or ""), served.hostname, served.port, served.path) == (
+            "servedlog", "served/log pw", "127.0.0.1", 15432, "/served_log"), volume
     assert after["trainer/registry_service_token"] == before["trainer/registry_service_token"]
     # the given value is kept: without the variable the next start keeps it
     run(volumes)

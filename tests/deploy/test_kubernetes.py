@@ -219,6 +219,26 @@ def test_settings_and_secret_files_are_passed_as_compose_passes_them(
                 assert c["envFrom"] == [{"configMapRef": {"name": "mlops-settings"}}], name
 
 
+def test_dev_postgres_creates_the_databases_compose_creates(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The dev overlay's init script creates the same roles and databases as compose's (the served log's
+    included), each role's password from the file of the Secret that the StatefulSet names."""
+    def statements(script: str) -> list[str]:
+        return re.findall(r"^CREATE (?:ROLE|DATABASE) .*;$", script, re.M)
+
+    ours = statements((REPO / "docker/postgres/init-databases.sh").read_text())
+    assert "CREATE ROLE servedlog LOGIN PASSWORD :'served_log_password';" in ours
+    assert "CREATE DATABASE served_log OWNER servedlog;" in ours
+    for overlay in ("dev", "dev+keda"):
+        docs = rendered[overlay]
+        (init,) = [cm for name, cm in objects(docs, "ConfigMap").items() if name.startswith("postgres-init")]
+        script = init["data"]["10-init-databases.sh"]
+        assert statements(script) == ours, overlay
+        (c,) = objects(docs, "StatefulSet")["postgres"]["spec"]["template"]["spec"]["containers"]
+        for var in re.findall(r'"\$([A-Z_]+_PASSWORD_FILE)"', script):
+            assert env_of(c)[var].startswith("/run/secrets/mlops/"), (overlay, var)
+        assert env_of(c)["SERVED_LOG_DB_PASSWORD_FILE"] == "/run/secrets/mlops/served_log_db_password"
+
+
 def test_exactly_one_beat(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for overlay, docs in rendered.items():
         beat = objects(docs, "Deployment")["trainer-beat"]
@@ -276,7 +296,9 @@ def test_only_the_services_reach_mlflow_postgres_and_redis(rendered: dict[str, l
     for overlay, docs in rendered.items():
         assert reachable_from(docs, "mlflow") == users, overlay
         if overlay.startswith("dev"):
-            assert reachable_from(docs, "postgres") == {"mlflow", "registry-proxy"}, overlay
+            # the predictors write the served log, the training workers read it; trainer-api only checks the URL
+            assert reachable_from(docs, "postgres") == {"mlflow", "registry-proxy", "predictor",
+                                                        "trainer-worker"}, overlay
             assert reachable_from(docs, "redis") == users, overlay
         others = [peer for p in objects(docs, "NetworkPolicy").values() for r in p["spec"]["ingress"]
                   for peer in r["from"] if "namespaceSelector" in peer]
