@@ -1,4 +1,5 @@
-"""The lean path: a pure ASGI middleware in front of FastAPI that answers POST /predict and /invocations.
+"""The lean path: a pure ASGI middleware in front of FastAPI that answers POST /predict, /invocations,
+/models/{name}[/versions/{v}]/predict and the Open Inference Protocol's /v2/models/{name}[/versions/{v}]/infer.
 
 FastAPI routing, dependency resolution and the instrumentator's per-request wrappers cost more CPU than a
 micro-batched prediction of a few texts, so this path skips them: it reads the body with a size limit,
@@ -6,7 +7,8 @@ parses it with orjson, validates it against the served version's signature, hand
 and writes the answer (the scoring itself is the service's: :meth:`PredictorService.predict`). It still
 records the instrumentator's HTTP metrics for both (same families, same labels), counts arrivals for the
 batcher, and answers every failure with a JSON 4xx/5xx: a ``ServiceError``'s own body (``{"detail": ...}``
-from :func:`mlops_common.errors.error_body`; MLflow's shape for /invocations).
+from :func:`mlops_common.errors.error_body`; MLflow's shape for /invocations; the protocol's
+``{"error": ...}`` for /v2).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from starlette.datastructures import State
 from mlops_common import observability
 from mlops_common.auth import AuthError, Permission, authorize
 from mlops_common.errors import ServiceError, TooLarge, error_body
-from predictor import metrics
+from predictor import metrics, oip
 from predictor.batching import COUNTED
 from predictor.context import PredictorContext
 from predictor.errors import not_started
@@ -34,6 +36,9 @@ INVOCATIONS = "/invocations"
 MODELS_PREFIX = "/models/"
 MODEL_PATH = "/models/{name}/predict"
 VERSION_PATH = "/models/{name}/versions/{version}/predict"
+V2_PREFIX = "/v2/models/"
+V2_PATH = "/v2/models/{name}/infer"
+V2_VERSION_PATH = "/v2/models/{name}/versions/{version}/infer"
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -72,12 +77,12 @@ class HttpMetrics:
         latency.observe(seconds)
 
 
-def model_target(path: str) -> tuple[str, str | None] | None:
-    """(name, version) of ``/models/{name}/predict`` or ``/models/{name}/versions/{version}/predict``."""
-    parts = path[len(MODELS_PREFIX):].split("/")
-    if len(parts) == 2 and parts[1] == "predict" and parts[0]:
+def model_target(path: str, prefix: str = MODELS_PREFIX, verb: str = "predict") -> tuple[str, str | None] | None:
+    """(name, version) of ``{prefix}{name}/{verb}`` or ``{prefix}{name}/versions/{version}/{verb}``."""
+    parts = path[len(prefix):].split("/")
+    if len(parts) == 2 and parts[1] == verb and parts[0]:
         return parts[0], None
-    if len(parts) == 4 and parts[1] == "versions" and parts[3] == "predict" and parts[0] and parts[2]:
+    if len(parts) == 4 and parts[1] == "versions" and parts[3] == verb and parts[0] and parts[2]:
         return parts[0], parts[2]
     return None
 
@@ -98,6 +103,8 @@ class FastPredict:
                        INVOCATIONS: (self._invocations, HttpMetrics(namespace, INVOCATIONS, "POST"))}
         self.model_routes = {False: (self._predict, HttpMetrics(namespace, MODEL_PATH, "POST")),
                              True: (self._predict, HttpMetrics(namespace, VERSION_PATH, "POST"))}
+        self.v2_routes = {False: (self._infer, HttpMetrics(namespace, V2_PATH, "POST")),
+                          True: (self._infer, HttpMetrics(namespace, V2_VERSION_PATH, "POST"))}
         self.per_model = metrics.ModelRequests()
         self.version_headers: dict[str, list[tuple[bytes, bytes]]] = {}
 
@@ -115,19 +122,26 @@ class FastPredict:
         path = scope["path"]
         route = self.routes.get(path)
         name = version = None
+        protocol = False  # an Open Inference Protocol route: refusals are {"error": ...}
         if route is None:
-            target = model_target(path) if path.startswith(MODELS_PREFIX) else None
+            if path.startswith(MODELS_PREFIX):
+                target = model_target(path)
+            elif path.startswith(V2_PREFIX):
+                target, protocol = model_target(path, V2_PREFIX, "infer"), True
+            else:
+                target = None
             if target is None:
                 await self.app(scope, receive, send)
                 return
             name, version = target
-            route = self.model_routes[version is not None]
+            route = (self.v2_routes if protocol else self.model_routes)[version is not None]
         answer, http = route
         started = time.perf_counter()
         ctx: PredictorContext | None = getattr(self.state, "ctx", None)
         if ctx is None:
             refusal = not_started()
-            await self._send(send, refusal.status_code, refusal.body(), JSON_HEADERS)
+            await self._send(send, refusal.status_code, oip.error_body(refusal.detail) if protocol else refusal.body(),
+                             JSON_HEADERS)
             return
         service, settings = ctx.service, ctx.settings
         if name is not None:
@@ -142,7 +156,8 @@ class FastPredict:
             # Predictions are reads: open without a token when AUTH_OPEN_READS; a token that is sent is checked.
             authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
             if authorization is not None or not settings.open_reads:
-                await authorize(ctx.authenticator, authorization, Permission.READ, settings.open_reads)
+                # app.state.authenticator: the one the FastAPI routes check tokens with (the same object)
+                await authorize(self.state.authenticator, authorization, Permission.READ, settings.open_reads)
             body, size = await self._read(scope, receive, settings.max_body_bytes)
             if body is None:
                 return  # the client went away
@@ -153,15 +168,16 @@ class FastPredict:
             if served is not None:
                 headers = self._answered_by(served)
         except ServiceError as exc:
-            status, content = exc.status_code, exc.body()
+            status, content = exc.status_code, oip.error_body(exc.detail) if protocol else exc.body()
             if exc.headers:
                 headers = _headers(exc.headers)
         except AuthError as exc:
-            status, content = exc.status, error_body(exc.detail)
+            status, content = exc.status, (oip.error_body if protocol else error_body)(exc.detail)
             headers = _headers(exc.headers)
         except Exception as exc:
             log.exception("unexpected error on %s", scope["path"])
-            status, content = 500, error_body(f"internal error: {type(exc).__name__}")
+            status = 500
+            content = (oip.error_body if protocol else error_body)(f"internal error: {type(exc).__name__}")
         finally:
             if not scope[COUNTED]:
                 arrivals.arriving -= 1
@@ -185,6 +201,11 @@ class FastPredict:
     async def _invocations(service: PredictorService, body: bytes, scope: dict[str, Any], _: str | None) -> bytes:
         content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), "")
         return await service.invocations(body, content_type, scope)
+
+    async def _infer(self, service: PredictorService, body: bytes, scope: dict[str, Any], version: str | None) -> bytes:
+        wanted = oip.HEADER_LENGTH.encode()
+        header_length = next((v.decode("latin-1") for k, v in scope["headers"] if k == wanted), None)
+        return await oip.infer_body(self.state.ctx.catalog, service.name, version, body, header_length, scope)
 
     @staticmethod
     async def _read(scope: dict[str, Any], receive: Any, limit: int) -> tuple[bytes | None, int]:

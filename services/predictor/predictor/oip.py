@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from predictor.catalog import ModelCatalog
 from predictor.errors import not_serving
 from predictor.inputs import AnyInputs, InputError, TextInputs
 from predictor.loading import LoadedModel
+from predictor.routing import SERVED
 from predictor.service import PredictorService
 
 PLATFORM = "mlflow_sklearn"
@@ -129,10 +130,15 @@ class InferResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
-def error_response(status: int, detail: Any, headers: Mapping[str, str] | None = None) -> Response:
+def error_body(detail: Any) -> bytes:
+    """The protocol's error shape, ``{"error": "..."}``."""
     message = detail if isinstance(detail, str) else str(safe(detail))
-    return Response(orjson.dumps({"error": message.encode("utf-8", "backslashreplace").decode("utf-8")}),
-                    status_code=status, headers=dict(headers or {}), media_type="application/json")
+    return orjson.dumps({"error": message.encode("utf-8", "backslashreplace").decode("utf-8")})
+
+
+def error_response(status: int, detail: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(error_body(detail), status_code=status, headers=dict(headers or {}),
+                    media_type="application/json")
 
 
 def served(catalog: ModelCatalog, name: str, version: str | None = None) -> LoadedModel:
@@ -398,6 +404,23 @@ async def infer(service: PredictorService, model: LoadedModel, request: InferReq
     answer["parameters"] = {"request_id": request_id}
     answer["outputs"] = outputs
     return orjson.dumps(answer)
+
+
+async def infer_body(catalog: ModelCatalog, name: str, version: str | None, body: bytes, header_length: str | None,
+                     scope: MutableMapping[str, Any]) -> bytes:
+    """One ``/v2/models/{name}[/versions/{version}]/infer`` body answered (the fast path and the FastAPI route
+    both call this): the served version, or the rollout's pick (production or the canary) without a version;
+    ``scope[SERVED]`` says which version answered."""
+    model = served(catalog, name, version)
+    service, batcher = catalog.get(name), None
+    if version is None and service.rollout is not None:  # the rollout split picks production or the canary
+        picked, batcher = service.pick(scope)
+        if picked is None:
+            raise not_serving(name)
+        model = picked
+    scope[SERVED] = model.version
+    service.arrivals.queued(scope)  # on its way to the micro-batcher: it need not wait for this request
+    return await infer(service, model, parse(body, header_length), batcher, mirror=version is None)
 
 
 def refusal(exc: ServiceError) -> Response:

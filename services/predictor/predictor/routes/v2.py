@@ -20,9 +20,8 @@ from mlops_common.auth import Reader
 from mlops_common.errors import ServiceError
 from predictor import __version__, oip
 from predictor.deps import Catalog, Settings
-from predictor.errors import not_serving
 from predictor.routes.serving import read_body
-from predictor.routing import MODEL_VERSION_HEADER
+from predictor.routing import MODEL_VERSION_HEADER, SERVED
 from predictor.schemas import JSON_MEDIA_TYPE, request_body
 
 log = logging.getLogger(__name__)
@@ -104,16 +103,11 @@ async def version_ready(name: str, version: str, models: Catalog, _: Reader) -> 
 
 
 async def _infer(request: Request, models: Catalog, cfg: Settings, name: str, version: str | None) -> Response:
-    model = oip.served(models, name, version)
-    service, batcher = models.get(name), None
-    if version is None and service.rollout is not None:  # the rollout split picks production or the canary
-        model, batcher = service.pick(request.scope)  # type: ignore[assignment]
-        if model is None:
-            raise not_serving(name)
+    """What the app answers when the fast path (predictor.fastpath) is not in front of it: the same scoring."""
     body = await read_body(request, cfg.max_body_bytes)
-    parsed = oip.parse(body, request.headers.get(oip.HEADER_LENGTH))
-    content = await oip.infer(service, model, parsed, batcher, mirror=version is None)
-    return Response(content, media_type=JSON_MEDIA_TYPE, headers={MODEL_VERSION_HEADER: model.version})
+    content = await oip.infer_body(models, name, version, body, request.headers.get(oip.HEADER_LENGTH),
+                                   request.scope)
+    return Response(content, media_type=JSON_MEDIA_TYPE, headers={MODEL_VERSION_HEADER: request.scope[SERVED]})
 
 
 @router.post("/models/{name}/infer", response_model=oip.InferResponse, responses=INFER_ERRORS,
