@@ -1,7 +1,7 @@
 """The client and the `mlops` CLI against the real stack (trainer-api + Celery worker, MLflow, registry-proxy, a
 predictor), as tests/conftest.py starts it: retrain and wait with progress, predict (production, a named model,
 a version loading behind 503 + Retry-After, OIP v2), feedback, refusals with the server's reason, governance
-(promote, rollback, canary, decisions, audit, DORA), and the CLI's --json output and exit codes."""
+(promote, rollback, canary, shadow, decisions, audit, DORA), and the CLI's --json output and exit codes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 from mlops_client import (
     AsyncClient,
     AuthenticationError,
@@ -249,6 +251,56 @@ def test_cli_canary_start_status_pause_resume_abort(stack: Stack, mlflow_uri: st
     aborted = stack.cli("canary", "abort", stack.name, "--reason", "done", "--json").json()
     assert isinstance(aborted, dict) and aborted["status"] == "rolled_back" and aborted["weight"] == 0
     assert stack.client.rollout(stack.name).canary is None
+
+
+def rollout_tag(mlflow_uri: str, name: str) -> dict[str, Any]:
+    """The split the predictors follow, as registry-proxy wrote it on the registered model in MLflow."""
+    raw = (MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri).get_registered_model(name).tags or {}) \
+        .get("mlops.rollout")
+    return {} if raw is None else json.loads(raw)
+
+
+def test_cli_shadow_start_status_stop(stack: Stack, mlflow_uri: str, registry_url: str) -> None:
+    (version,) = copies_of(mlflow_uri, stack.name, "1", 1)
+    started = stack.cli("shadow", "start", stack.name, version, "--share", "20", "--reason", "client test",
+                        "--json").json()
+    assert isinstance(started, dict)
+    assert (started["status"], started["share"], started["version"], started["production_version"],
+            started["reason"]) == ("running", 20, version, "1", "client test"), started
+    try:
+        assert rollout_tag(mlflow_uri, stack.name)["shadow"] == {"version": version, "share": 20}
+        rollout = stack.client.rollout(stack.name)
+        assert rollout.shadow is not None and (rollout.shadow.version, rollout.shadow.share) == (version, 20)
+
+        status = stack.cli("shadow", "status", stack.name, "--json").json()
+        assert isinstance(status, dict) and (status["id"], status["status"]) == (started["id"], "running")
+        assert "evidence" in status and "missing" in status  # the live evidence (or why not) comes with status
+        shown = stack.cli("shadow", "status", stack.name)
+        assert shown.code == 0 and f"shadow v{version} running" in shown.stdout and "20%" in shown.stdout, shown
+
+        again = stack.cli("shadow", "start", stack.name, version)
+        assert again.code == 1 and "409" in again.stderr and "stop it first" in again.stderr, again
+        in_production = stack.cli("shadow", "start", stack.name, "1")
+        assert in_production.code == 1 and "in production" in in_production.stderr, in_production
+
+        _, viewer = principal_token(registry_url, "viewer")
+        with stack.connect(token=viewer) as as_viewer, pytest.raises(PermissionDeniedError) as refused:
+            as_viewer.stop_shadow(stack.name, "not mine to stop")
+        assert refused.value.status == 403
+        with stack.connect(token="") as anonymous, pytest.raises(AuthenticationError):
+            anonymous.start_shadow(stack.name, version, 50)
+        assert stack.client.shadow(stack.name).status == "running"  # neither refusal changed anything
+    finally:
+        stopped = stack.cli("shadow", "stop", stack.name, "--reason", "seen enough", "--json").json()
+    assert isinstance(stopped, dict)
+    assert (stopped["status"], stopped["ended_by"], stopped["end_reason"]) == ("stopped", "admin", "seen enough")
+    assert rollout_tag(mlflow_uri, stack.name).get("shadow") is None
+    assert stack.client.rollout(stack.name).shadow is None
+    latest = stack.client.shadow(stack.name)  # the latest period stays readable once ended
+    assert (latest.id, latest.status) == (started["id"], "stopped")
+    with pytest.raises(ConflictError, match="no shadow running"):
+        stack.client.stop_shadow(stack.name)
+    assert stack.cli("shadow", "stop", stack.name).code == 1
 
 
 def test_cli_retrain_wait_decisions_and_reject(stack: Stack, tmp_path: Path) -> None:

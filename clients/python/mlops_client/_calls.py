@@ -29,6 +29,7 @@ from mlops_client.models import (
     Rollout,
     ServedModel,
     ServedModelInfo,
+    Shadow,
     Spec,
     Token,
     Version,
@@ -182,6 +183,21 @@ def canary(name: str) -> Call[Canary]:
 
 def canary_action(name: str, action: str, why: str) -> Call[Canary]:
     return call("registry", "POST", f"/models/{seg(name)}/canary/{action}", Canary, json=reason(why))
+
+
+def start_shadow(name: str, version: str | int, share: int, why: str) -> Call[Shadow]:
+    body: dict[str, Any] = {"version": str(version), "share": share}
+    if why:
+        body["reason"] = why
+    return call("registry", "POST", f"/models/{seg(name)}/shadow", Shadow, json=body)
+
+
+def shadow(name: str) -> Call[Shadow]:
+    return call("registry", "GET", f"/models/{seg(name)}/shadow", Shadow)
+
+
+def stop_shadow(name: str, why: str) -> Call[Shadow]:
+    return call("registry", "DELETE", f"/models/{seg(name)}/shadow", Shadow, json=reason(why), idempotent=False)
 
 
 def rollout(name: str) -> Call[Rollout]:

@@ -6,6 +6,7 @@
     mlops decisions --status pending                       mlops approve 12 --comment "checked"
     mlops promote sms-spam 3 --reason "..."                mlops rollback sms-spam --reason "..."
     mlops canary start sms-spam 4 --steps 10,50,100        mlops canary status sms-spam
+    mlops shadow start sms-spam 4 --share 20               mlops shadow status sms-spam
     mlops audit --model sms-spam                           mlops dora sms-spam
     mlops principals create alice approver                 mlops principals token alice
 
@@ -25,6 +26,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -55,10 +57,13 @@ app = typer.Typer(name="mlops", help="Predict, retrain, govern and audit models 
 datasets_app = typer.Typer(help="Upload, list and show training datasets (trainer-api).", no_args_is_help=True)
 models_app = typer.Typer(help="Registered models and their versions (registry-proxy).", no_args_is_help=True)
 canary_app = typer.Typer(help="Canary rollouts: start, status, pause, resume, abort, approve.", no_args_is_help=True)
+shadow_app = typer.Typer(help="Shadow periods: mirror live requests to a version and compare, then stop.",
+                         no_args_is_help=True)
 principals_app = typer.Typer(help="Principals and their API tokens (admins).", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(canary_app, name="canary")
+app.add_typer(shadow_app, name="shadow")
 app.add_typer(principals_app, name="principals")
 
 out = Console(soft_wrap=False)
@@ -644,6 +649,70 @@ def canary_approve(ctx: typer.Context, name: Annotated[str, typer.Argument()], r
                    as_json: Json = False) -> None:
     """Promote a canary that passed every step and waits for a human."""
     canary_act(ctx, name, "approve", reason, as_json)
+
+
+def shadow_view(s: Any) -> None:
+    """A shadow period, then (from ``shadow status``) its evidence, or why there is none, and the policy's gaps."""
+    out.print(f"[bold]{escape(s.model_name)}[/] shadow v{s.version} [bold]{s.status}[/]: {s.share}% of live "
+              f"requests mirrored beside production v{text(s.production_version)}", highlight=False)
+    out.print(f"started {when(s.started_at)} by {text(s.started_by)}", highlight=False)
+    if s.reason:
+        out.print(f"reason: {escape(s.reason)}", highlight=False)
+    if s.ended_at:
+        out.print(f"ended {when(s.ended_at)} by {text(s.ended_by)}: {escape(text(s.end_reason))}", highlight=False)
+    if s.evidence_error:
+        out.print(f"[yellow]no evidence:[/] {escape(s.evidence_error)}", highlight=False)
+    e = s.evidence
+    if e is not None:
+        grid = table("evidence", "value")
+        per_class = ", ".join(f"{k}={text(v)}" for k, v in sorted(e.agreement_per_class.items()))
+        rows = [("seconds in shadow", e.seconds), ("answers compared", e.compared), ("agreement", e.agreement),
+                ("agreement per class", per_class or None), ("mean |difference|", e.mean_abs_difference),
+                ("p50 seconds", e.p50_seconds), ("p99 seconds", e.p99_seconds), ("mirrored answered", e.requests),
+                ("errors", e.errors), ("shed", e.shed)]
+        if e.live_quality is not None:
+            q = e.live_quality
+            rows.append((f"live {q.metric}", f"shadow {text(q.shadow)} · production {text(q.production)}"))
+        for label, value in rows:
+            grid.add_row(label, text(value))
+        out.print(grid)
+    if s.missing:
+        out.print(f"[yellow]the policy still asks for:[/] {escape('; '.join(s.missing))}", highlight=False)
+    elif s.policy is not None and s.evidence is not None:
+        out.print("the evidence meets the policy's shadow block", highlight=False)
+
+
+@shadow_app.command("start")
+def shadow_start(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    version: Annotated[str, typer.Argument()],
+    share: Annotated[int, typer.Option(min=1, max=100, help="Share of live requests (%) mirrored to the "
+                                                            "version.")] = 100,
+    reason: Reason = "",
+    as_json: Json = False,
+) -> None:
+    """Mirror a share of live requests to a version, off the request path (role approver); one at a time."""
+    with connect(ctx) as client:
+        s = client.start_shadow(name, version, share, reason)
+    show(s, as_json, shadow_view)
+
+
+@shadow_app.command("status")
+def shadow_status(ctx: typer.Context, name: Annotated[str, typer.Argument()], as_json: Json = False) -> None:
+    """The model's latest shadow period with its live evidence (agreement, latency, shed requests)."""
+    with connect(ctx) as client:
+        s = client.shadow(name)
+    show(s, as_json, shadow_view)
+
+
+@shadow_app.command("stop")
+def shadow_stop(ctx: typer.Context, name: Annotated[str, typer.Argument()], reason: Reason = "",
+                as_json: Json = False) -> None:
+    """End the running shadow: the version gets no more mirrored requests (role approver)."""
+    with connect(ctx) as client:
+        s = client.stop_shadow(name, reason)
+    show(s, as_json, shadow_view)
 
 
 @app.command()

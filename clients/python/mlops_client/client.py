@@ -58,6 +58,7 @@ from mlops_client.models import (
     Rollout,
     ServedModel,
     ServedModelInfo,
+    Shadow,
     Spec,
     Token,
     Version,
@@ -240,6 +241,19 @@ class Client(_Base):
 
     def approve_canary(self, name: str, *, reason: str = "") -> Canary:
         return self._run(c.canary_action(name, "approve", reason))
+
+    def start_shadow(self, name: str, version: str | int, share: int = 100, reason: str | None = None) -> Shadow:
+        """Mirrors ``share`` % of the model's live requests to ``version`` off the request path (role approver):
+        its answers are compared with production's and never returned. One shadow at a time (else 409)."""
+        return self._run(c.start_shadow(name, version, share, reason or ""))
+
+    def shadow(self, name: str) -> Shadow:
+        """The model's latest shadow period (running or ended) with its live evidence; 404 if it never had one."""
+        return self._run(c.shadow(name))
+
+    def stop_shadow(self, name: str, reason: str | None = None) -> Shadow:
+        """Ends the running shadow (role approver); 409 when none runs."""
+        return self._run(c.stop_shadow(name, reason or ""))
 
     def rollout(self, name: str) -> Rollout:
         return self._run(c.rollout(name))
@@ -430,6 +444,16 @@ class AsyncClient(_Base):
 
     async def approve_canary(self, name: str, *, reason: str = "") -> Canary:
         return await self._run(c.canary_action(name, "approve", reason))
+
+    async def start_shadow(self, name: str, version: str | int, share: int = 100,
+                           reason: str | None = None) -> Shadow:
+        return await self._run(c.start_shadow(name, version, share, reason or ""))
+
+    async def shadow(self, name: str) -> Shadow:
+        return await self._run(c.shadow(name))
+
+    async def stop_shadow(self, name: str, reason: str | None = None) -> Shadow:
+        return await self._run(c.stop_shadow(name, reason or ""))
 
     async def rollout(self, name: str) -> Rollout:
         return await self._run(c.rollout(name))

@@ -256,11 +256,66 @@ class CanarySplit(Answer):
     weight: int
 
 
+class ShadowSplit(Answer):
+    version: str
+    share: int = Field(description="share of live requests (%) also sent to the shadow version")
+
+
 class Rollout(Answer):
     model_name: str
     production: str | None = None
     canary: CanarySplit | None = None
+    shadow: ShadowSplit | None = None
     status: str | None = None
+
+
+class LiveQuality(Answer):
+    """Both versions scored against the feedback labels of the same mirrored requests."""
+
+    metric: str = Field(description="accuracy or mae")
+    higher_is_better: bool = True
+    shadow: float
+    production: float | None = None
+
+
+class ShadowEvidence(Answer):
+    """What the predictors reported over a shadow period (from Prometheus)."""
+
+    seconds: float = Field(description="time in shadow so far (or until it ended)")
+    compared: int = 0
+    agreement: float | None = Field(None, description="share of equal answers (classifiers)")
+    agreement_per_class: dict[str, float] = Field(default_factory=dict)
+    mean_abs_difference: float | None = Field(None, description="regressors: mean |shadow - production|")
+    p50_seconds: float | None = None
+    p99_seconds: float | None = None
+    requests: int = 0
+    errors: int = 0
+    shed: int = Field(0, description="mirrored requests dropped because the shadow was slow or busy")
+    live_quality: LiveQuality | None = None
+
+
+class Shadow(Answer):
+    """A shadow period: a version answering a share of production's live requests off the request path.
+
+    Starting and stopping answer without the evidence; ``shadow(name)`` adds it (``evidence`` None with
+    ``evidence_error`` when Prometheus could not be read) and, under a policy, what it still ``missing``."""
+
+    id: int
+    model_name: str
+    version: str
+    production_version: str | None = None
+    status: str = Field(description="running, stopped or promoted")
+    share: int = Field(description="share of live requests (%) mirrored to the shadow")
+    reason: str | None = None
+    started_by: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    ended_by: str | None = None
+    end_reason: str | None = None
+    evidence: ShadowEvidence | None = None
+    evidence_error: str | None = None
+    policy: dict[str, Any] | None = None
+    missing: list[str] | None = None
 
 
 class AuditEntry(Answer):
