@@ -1,5 +1,6 @@
 """The loop scenario (test_loop.py, marker ``loop``) takes minutes: it runs when the command line names
-tests/loop (``make test-loop``; not yet in .ci/run), not in ``make test``. The rest of tests/loop always runs."""
+tests/loop (``make test-loop``, which .ci/run runs after ``make test`` while CI is inside its budget), not in
+``make test``. The rest of tests/loop always runs."""
 
 from __future__ import annotations
 
