@@ -74,7 +74,7 @@ def plot_timeline(report_path: str, png: str) -> None:
     ax.set_xlabel("seconds since the drift onset")
     ax.set_ylabel("live MAE ($)")
     ax.set_title("Drift → alert → retrain on production data → promotion, unattended")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(png)
     print(f"wrote {png}")
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="approve pending decisions (the token must be an approver's)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each job")
     parser.add_argument("--timeline", help="a loop report (make test-loop with LOOP_REPORT=...) to plot instead")
-    parser.add_argument("--png", default="docs/loop-timeline.png", help="where --timeline writes its plot")
+    parser.add_argument("--png", default="docs/img/loop-timeline.png", help="where --timeline writes its plot")
     args = parser.parse_args(argv)
     if args.timeline:
         plot_timeline(args.timeline, args.png)
