@@ -1,6 +1,6 @@
 """Render the provisioned dashboards to PNG from a live Prometheus, where Grafana itself cannot run.
 
-    python infra/grafana/render.py --prometheus http://127.0.0.1:9090 --out infra/grafana/images --minutes 15
+    python infra/grafana/render.py --prometheus http://127.0.0.1:9090 --out docs/img/dashboards --minutes 15
 
 Each panel is drawn at its gridPos with the same queries Grafana would send: time series as lines,
 stat and bar-gauge panels as their latest values. An approximation of Grafana's look, not a replacement.

@@ -53,7 +53,7 @@ def test_query_returns_series(stack: Stack, query: prov.Query) -> None:
 
 @pytest.mark.skipif(not os.environ.get("OBS_RENDER_DIR"), reason="set OBS_RENDER_DIR=<dir> to render the dashboards")
 def test_render_dashboards(stack: Stack) -> None:
-    """Opt-in: PNGs of the four dashboards over this run's history (infra/grafana/images was made this way)."""
+    """Opt-in: PNGs of the four dashboards over this run's history (docs/img/dashboards was made this way)."""
     render = load_script("infra/grafana/render.py", "grafana_render")
     paths = render.render_all(stack.prometheus.url, Path(os.environ["OBS_RENDER_DIR"]), minutes=10,
                               rate_interval="20s")
