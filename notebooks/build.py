@@ -197,11 +197,11 @@ versions()'''),
         new_markdown_cell("## A challenger\n\nThe gate promotes a challenger only if it beats production by more "
                           "than the policy's margin; otherwise it keeps production (or asks a human)."),
         new_code_cell('''\
+production_before = client.model(MODEL).production_version
 accepted = client.retrain(MODEL, spec=retrain_spec())
 job = client.wait_for_job(accepted.job_id, timeout=1800)
 print("version", job.model_version, "->", job.decision, "|", job.reason)
 challenger = job.model_version
-production_before = client.model(MODEL).production_version
 versions()'''),
         new_markdown_cell("## Pending decisions\n\nA decision waits for an approver when the gate cannot decide: "
                           "`client.approve(decision_id, comment=...)` promotes its version, `client.reject(...)` "
@@ -224,8 +224,10 @@ def wait_served(version: str, timeout: float = 120) -> None:
     print("the predictor serves version", version)
 
 
-promoted = client.promote(MODEL, challenger, reason="promoted from the governance notebook")
-print(promoted)
+if client.model(MODEL).production_version != challenger:
+    print(client.promote(MODEL, challenger, reason="promoted from the governance notebook"))
+else:
+    print("the gate already promoted version", challenger)
 wait_served(challenger)'''),
         new_code_cell('''\
 rolled_back = client.rollback(MODEL, reason="rolled back from the governance notebook")
