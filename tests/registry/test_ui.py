@@ -1,6 +1,7 @@
 """The /ui page in headless Chromium: real clicks approve a decision, promote a version and roll it back, and the
 page shows the new production; a viewer's click shows the server's refusal; the versions' metrics are compared;
-the audit table is filtered by model and action. Screenshots of the click-through are kept with the test logs."""
+the audit table is filtered by model and action; each version's confusion matrix from its MLflow run is shown in the
+comparison. Screenshots of the click-through are kept with the test logs."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
+from mlops_common.auth import Principal
+from mlops_common.errors import NotFound, Unavailable
+from registry_proxy.main import create_app
+from registry_proxy.settings import RegistrySettings
 from tests.registry.conftest import Register
 from tests.registry.helpers import SERVICE, Jobs, aliases
 from tests.support.auth import ADMIN, ADMIN_TOKEN, bearer, principal_token
@@ -232,3 +239,87 @@ def test_audit_filter_narrows_to_one_model(page: Page, api: httpx.Client, mlflow
             for row in page.locator("tr.audit").all()] == [(ours, "promote")]
     page.goto(f"{registry_url}/ui?model={ours}&action=rollback")
     assert page.locator("tr.audit").count() == 0 and page.locator("#no-audit").is_visible()
+
+
+def _log_confusion_matrix(mlflow_client: MlflowClient, model_name: str, version: str) -> None:
+    """Logs in the version's run what the trainer logs in a classifier's: its confusion matrix figure."""
+    from trainer.evaluation import confusion_figure
+
+    run_id = mlflow_client.get_model_version(model_name, version).run_id
+    assert run_id
+    figure = confusion_figure(["ham", "spam", "spam", "ham"], ["ham", "spam", "ham", "ham"], f"{model_name} v{version}")
+    mlflow_client.log_figure(run_id, figure, "plots/confusion_matrix.png")
+
+
+def test_each_version_shows_its_confusion_matrix(page: Page, api: httpx.Client, mlflow_client: MlflowClient,
+                                                 tiny_model_id: str, register: Register, model_name: str,
+                                                 registry_url: str, screenshots: Path) -> None:
+    v1, v2 = _two_versions(api, mlflow_client, tiny_model_id, register, model_name)
+    _log_confusion_matrix(mlflow_client, model_name, v2)
+
+    _, token = principal_token(registry_url, "viewer")
+    for headers in ({}, bearer(token)):  # reads are open in the test stack; a viewer's token is accepted too
+        shown = api.get(f"/ui/plots/{model_name}/versions/{v2}", headers=headers)
+        assert shown.status_code == 200, shown.text
+        assert shown.headers["content-type"] == "image/png" and shown.content.startswith(PNG)
+        assert shown.headers["cache-control"] == "private, max-age=300"
+    assert api.get(f"/ui/plots/{model_name}/versions/{v2}", headers=bearer("not-a-token")).status_code == 401
+    for version in (v1, "999", "abc"):  # no plot in v1's run; no such versions
+        missing = api.get(f"/ui/plots/{model_name}/versions/{version}")
+        assert missing.status_code == 404, missing.text
+        assert missing.headers["content-type"] == "application/json" and f"{version}" in missing.json()["detail"]
+    assert api.get(f"/ui/plots/no-such-{model_name}/versions/1").status_code == 404
+
+    page.goto(f"{registry_url}/ui")
+    plots = page.locator(f'table.compare[data-model="{model_name}"] tr.plots')
+    image = plots.locator(f'td[data-version="{v2}"] img')
+    assert image.get_attribute("alt") == f"v{v2} confusion matrix or residual plot"
+    image.scroll_into_view_if_needed()  # loaded lazily
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    # v1's run holds no plot: its cell falls back to "-" instead of a broken image.
+    page.wait_for_function("cell => cell.querySelector('img') === null",
+                           arg=plots.locator(f'td[data-version="{v1}"]').element_handle())
+    assert plots.locator(f'td[data-version="{v1}"]').inner_text() == "-"
+    plots.screenshot(path=str(screenshots / "4-version-plots.png"))
+
+
+class _PlotRegistry:
+    """What the plot route reads, without MLflow: version 1 has a plot, version 2 none; MLflow down for "down"."""
+
+    def get_version(self, name: str, version: str) -> SimpleNamespace:
+        if name == "down":
+            raise Unavailable("MLflow unavailable (version 1 of model 'down'): connection refused")
+        if version not in ("1", "2"):
+            raise NotFound(f"version {version} of model {name!r} not found")
+        return SimpleNamespace(run_id=f"run-{version}")
+
+    def run_plot(self, run_id: str) -> tuple[str, bytes] | None:
+        return ("plots/confusion_matrix.png", PNG + b"rest") if run_id == "run-1" else None
+
+
+class _Tokens:
+    async def principal(self, token: str) -> Principal | None:
+        return Principal(name="vic", role="viewer") if token == "viewer-token" else None
+
+
+def test_plots_need_a_read_token_when_reads_are_closed() -> None:
+    """As in production (AUTH_OPEN_READS=false): the plot is refused without a token, and the page's cookie
+    (what the browser sends for the page's images) or a bearer header opens it; MLflow down is a 503."""
+    app = create_app(RegistrySettings(environment="test"))
+    app.state.authenticator = _Tokens()
+    app.state.auth_open_reads = False
+    app.state.ctx = SimpleNamespace(registry=_PlotRegistry())
+    client = TestClient(app, raise_server_exceptions=False)
+
+    refused = client.get("/ui/plots/m/versions/1")
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].lower().startswith("bearer")
+    assert refused.headers["content-type"] == "application/json" and refused.json()["detail"]
+    assert client.get("/ui/plots/m/versions/1", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    by_header = client.get("/ui/plots/m/versions/1", headers={"Authorization": "Bearer viewer-token"})
+    assert by_header.status_code == 200 and by_header.content.startswith(PNG)
+    client.cookies.set("registry_token", "viewer-token")
+    assert client.get("/ui/plots/m/versions/1").content.startswith(PNG)
+    assert client.get("/ui/plots/m/versions/2").status_code == 404
+    assert client.get("/ui/plots/m/versions/3").status_code == 404
+    down = client.get("/ui/plots/down/versions/1")
+    assert down.status_code == 503 and "MLflow unavailable" in down.json()["detail"]

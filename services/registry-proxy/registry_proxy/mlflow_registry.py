@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -29,6 +31,13 @@ RUN_URI = re.compile(r"^runs:/([A-Za-z0-9]+)/(.+)$")
 # What MLflow answers for a run or logged model that does not exist: its auth app answers 403, not 404, so that
 # its answers do not tell which ids exist.
 ABSENT_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "PERMISSION_DENIED", "INVALID_PARAMETER_VALUE")
+# The evaluation plots the trainer logs in a version's run (mlflow.log_figure): a classifier's confusion matrix,
+# else a regressor's residuals. The first one the run holds is the one shown.
+PLOT_DIR = "plots"
+PLOTS = ("plots/confusion_matrix.png", "plots/residuals.png")
+# A plot is streamed whole through registry-proxy's memory: a run holding something far larger than a figure
+# is refused rather than read.
+MAX_PLOT_BYTES = 5 * 1024 * 1024
 
 
 def check_job_id(job_id: str) -> None:
@@ -111,6 +120,35 @@ class Registry:
         except NotFound:
             return {}, None
         return dict(run.data.metrics), run.info.experiment_id
+
+    def run_plot(self, run_id: str) -> tuple[str, bytes] | None:
+        """(artifact path, PNG bytes) of the run's evaluation plot (see PLOTS); None when the run is gone, hidden
+        from registry-proxy's user, or holds neither plot. A plot over MAX_PLOT_BYTES is refused (422) before it
+        is downloaded, so one odd run cannot fill the proxy's memory."""
+        listed = self._find(f"plots of run {run_id}", lambda: self.client.list_artifacts(run_id, PLOT_DIR)) or []
+        sizes = {f.path: f.file_size for f in listed if not f.is_dir}
+        path = next((p for p in PLOTS if p in sizes), None)
+        if path is None:
+            return None
+        if (sizes[path] or 0) > MAX_PLOT_BYTES:
+            raise Unprocessable(f"{path} of run {run_id} is {sizes[path]} bytes, more than the "
+                                f"{MAX_PLOT_BYTES} this page shows")
+
+        def download() -> tuple[int, bytes | None]:
+            """(size, bytes); no bytes when the file is too large (the listing may not have known its size)."""
+            with tempfile.TemporaryDirectory(prefix="plot-") as tmp:
+                local = Path(self.client.download_artifacts(run_id, path, dst_path=tmp))
+                size = local.stat().st_size
+                return size, None if size > MAX_PLOT_BYTES else local.read_bytes()
+
+        found = self._find(f"{path} of run {run_id}", download)
+        if found is None:
+            return None
+        size, data = found
+        if data is None:
+            raise Unprocessable(f"{path} of run {run_id} is {size} bytes, more than the {MAX_PLOT_BYTES} this "
+                                "page shows")
+        return path, data
 
     def _find(self, what: str, fn: Callable[[], T]) -> T | None:
         """``fn()``, or None when MLflow has no such thing (or hides it: see ABSENT_CODES)."""

@@ -1,15 +1,17 @@
 """The server-rendered page for the human in the loop: models, versions, aliases, each model's rollout (the
 canary with its steps and checks, the shadow with its live evidence) with Pause / Resume / Abort / Approve
 buttons, a Promote button per non-production version and Roll back when a ``previous`` alias exists, the shown
-versions' run metrics side by side with a bar chart of the gate metric, pending decisions with Approve / Reject
-buttons, and the audit log, filterable by model and action. Plain HTML and a little vanilla JS (an inline SVG,
-no chart library); no build step. Every button sends the token in the ``Authorization`` header."""
+versions' run metrics side by side with each version's confusion matrix or residual plot (from its MLflow run)
+and a bar chart of the gate metric, pending decisions with Approve / Reject buttons, and the audit log,
+filterable by model and action. Plain HTML and a little vanilla JS (an inline SVG, no chart library); no build
+step. Every button sends the token in the ``Authorization`` header."""
 
 from __future__ import annotations
 
 import math
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from mlflow.entities.model_registry import RegisteredModel
 from sqlalchemy import select
@@ -36,6 +38,8 @@ MISSING = "-"
 CHART_HEIGHT = 80
 CHART_BAR = 36
 CHART_GAP = 12
+# Display width of a version's plot in the comparison (the trainer's figures are a few hundred pixels wide).
+PLOT_WIDTH = 240
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:72rem}
@@ -48,7 +52,7 @@ background:#e8eefc;margin-right:.2rem}.alias-production{background:#c8f0c8}.alia
 .passed{color:#070}.failed{color:#a00}#status{min-height:1.2rem;color:#a00}
 button{margin-right:.3rem}code{font-size:.8rem}
 .compare{width:auto;min-width:20rem}.compare td,.compare th{text-align:right}
-.compare td:first-child,.compare th:first-child{text-align:left}
+.compare td:first-child,.compare th:first-child{text-align:left}.compare img.plot{height:auto;max-width:100%}
 .chart{margin:.5rem 0;font-size:.8rem;color:#555}.gate-chart{display:block}
 .gate-chart rect{fill:#6b8fd6}.gate-chart text{font-size:10px;fill:#333}
 #audit-filter input{width:12rem}
@@ -116,6 +120,11 @@ document.addEventListener('click', (event) => {
   const back = event.target.closest('button[data-rollback]');
   if (back) { rollout(back.dataset.model, '/rollback', 'POST', 'roll back to v' + back.dataset.rollback); }
 });
+// A version whose run holds no plot (404) shows "-" like a missing metric rather than a broken image.
+document.addEventListener('error', (event) => {
+  const img = event.target;
+  if (img instanceof HTMLImageElement && img.classList.contains('plot')) { img.replaceWith('-'); }
+}, true);
 window.addEventListener('DOMContentLoaded', () => {
   document.getElementById('token').value = sessionStorage.getItem('registryToken') || '';
 });
@@ -234,15 +243,27 @@ def _gate_metric(ctx: AppContext, model: str) -> str | None:
     return row.metric if row is not None else None
 
 
+def _plot_cell(model: str, version: str, has_run: bool) -> str:
+    """The version's confusion matrix or residual plot, served by GET /ui/plots/... A relative URL, so it
+    resolves under whatever path prefix the page itself was served from; loaded lazily, one MLflow download
+    per image actually scrolled into view. A failed load is replaced by "-" (SCRIPT)."""
+    if not has_run:
+        return f'<td data-version="{_e(version)}">{MISSING}</td>'
+    src = f"ui/plots/{quote(model, safe='')}/versions/{quote(version, safe='')}"
+    return (f'<td data-version="{_e(version)}"><img class="plot" loading="lazy" src="{_e(src)}" '
+            f'alt="v{_e(version)} confusion matrix or residual plot" width="{PLOT_WIDTH}"></td>')
+
+
 def _comparison(model: str, versions: list[str], metrics: list[dict[str, float] | None],
-                gate_metric: str | None) -> str:
-    """The shown versions' run metrics side by side: one row per metric, one column per version."""
+                gate_metric: str | None, has_run: list[bool]) -> str:
+    """The shown versions' run metrics side by side: one row per metric, one column per version, and a last
+    row with each version's evaluation plot (what the trainer logged in its run)."""
     names = sorted({name for m in metrics for name in (m or {})})
     if gate_metric in names:
         names.remove(gate_metric)
         names.insert(0, gate_metric)
     names = names[:MAX_METRICS]
-    if not names:
+    if not names and not any(has_run):
         return f'<p class="compare-empty" data-model="{_e(model)}">No run metrics to compare.</p>'
     head = "".join(f'<th data-version="{_e(v)}">v{_e(v)}</th>' for v in versions)
     rows = []
@@ -251,6 +272,8 @@ def _comparison(model: str, versions: list[str], metrics: list[dict[str, float] 
                         for v, m in zip(versions, metrics, strict=True))
         mark = ' class="gate-metric"' if name == gate_metric else ""
         rows.append(f'<tr data-metric="{_e(name)}"{mark}><td>{_e(name)}</td>{cells}</tr>')
+    plots = "".join(_plot_cell(model, v, run) for v, run in zip(versions, has_run, strict=True))
+    rows.append(f'<tr class="plots"><td>plot</td>{plots}</tr>')
     return (f'<table class="compare" data-model="{_e(model)}"><tr><th>metric</th>{head}</tr>'
             + "".join(rows) + "</table>")
 
@@ -313,7 +336,8 @@ def _model_block(ctx: AppContext, model: RegisteredModel) -> str:
             "<table><tr><th>version</th><th>aliases</th><th>gate</th><th>score</th><th>run</th><th></th></tr>"
             + "".join(rows) + "</table>"
             + _chart(model.name, gate_metric, numbers, metrics)
-            + _comparison(model.name, numbers, metrics, gate_metric) + "</section>")
+            + _comparison(model.name, numbers, metrics, gate_metric, [bool(mv.run_id) for mv in versions])
+            + "</section>")
 
 
 def _models_section(ctx: AppContext) -> tuple[str, list[str]]:
