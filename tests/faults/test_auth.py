@@ -65,6 +65,7 @@ TABLE: dict[str, dict[tuple[str, str], str | None]] = {
         ("GET", "/audit"): "viewer",
         ("GET", "/notifications"): "viewer",
         ("GET", "/ui"): "viewer",
+        ("GET", "/ui/plots/{name}/versions/{version}"): "viewer",
     },
     "trainer.api": {
         **DOCS,
