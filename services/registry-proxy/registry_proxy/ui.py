@@ -341,9 +341,11 @@ def _model_block(ctx: AppContext, model: RegisteredModel) -> str:
 
 
 def _models_section(ctx: AppContext) -> tuple[str, list[str]]:
-    """The models' blocks, and the names listed (the audit filter suggests them)."""
+    """The models' blocks, the most recently changed first (at most MAX_MODELS), and the names listed (the audit
+    filter suggests them)."""
     try:
-        models = ctx.registry.list_models()[:MAX_MODELS]
+        models = sorted(ctx.registry.list_models(), key=lambda m: m.last_updated_timestamp or 0,
+                        reverse=True)[:MAX_MODELS]
         parts = []
         for model in models:
             try:
