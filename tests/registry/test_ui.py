@@ -293,8 +293,8 @@ class _PlotRegistry:
             raise NotFound(f"version {version} of model {name!r} not found")
         return SimpleNamespace(run_id=f"run-{version}")
 
-    def run_plot(self, run_id: str) -> tuple[str, bytes] | None:
-        return ("plots/confusion_matrix.png", PNG + b"rest") if run_id == "run-1" else None
+    def run_plot(self, run_id: str) -> bytes | None:
+        return PNG + b"rest" if run_id == "run-1" else None
 
 
 class _Tokens:

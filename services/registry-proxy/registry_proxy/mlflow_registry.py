@@ -121,18 +121,22 @@ class Registry:
             return {}, None
         return dict(run.data.metrics), run.info.experiment_id
 
-    def run_plot(self, run_id: str) -> tuple[str, bytes] | None:
-        """(artifact path, PNG bytes) of the run's evaluation plot (see PLOTS); None when the run is gone, hidden
-        from registry-proxy's user, or holds neither plot. A plot over MAX_PLOT_BYTES is refused (422) before it
-        is downloaded, so one odd run cannot fill the proxy's memory."""
+    def run_plot(self, run_id: str) -> bytes | None:
+        """The PNG bytes of the run's evaluation plot (see PLOTS); None when the run is gone, hidden from
+        registry-proxy's user, or holds neither plot. A plot over MAX_PLOT_BYTES is refused (422) before it is
+        downloaded, so one odd run cannot fill the proxy's memory."""
         listed = self._find(f"plots of run {run_id}", lambda: self.client.list_artifacts(run_id, PLOT_DIR)) or []
         sizes = {f.path: f.file_size for f in listed if not f.is_dir}
         path = next((p for p in PLOTS if p in sizes), None)
         if path is None:
             return None
+
+        def too_large(size: int) -> Unprocessable:
+            return Unprocessable(f"{path} of run {run_id} is {size} bytes, more than the {MAX_PLOT_BYTES} this "
+                                 "page shows")
+
         if (sizes[path] or 0) > MAX_PLOT_BYTES:
-            raise Unprocessable(f"{path} of run {run_id} is {sizes[path]} bytes, more than the "
-                                f"{MAX_PLOT_BYTES} this page shows")
+            raise too_large(sizes[path] or 0)
 
         def download() -> tuple[int, bytes | None]:
             """(size, bytes); no bytes when the file is too large (the listing may not have known its size)."""
@@ -146,9 +150,8 @@ class Registry:
             return None
         size, data = found
         if data is None:
-            raise Unprocessable(f"{path} of run {run_id} is {size} bytes, more than the {MAX_PLOT_BYTES} this "
-                                "page shows")
-        return path, data
+            raise too_large(size)
+        return data
 
     def _find(self, what: str, fn: Callable[[], T]) -> T | None:
         """``fn()``, or None when MLflow has no such thing (or hides it: see ABSENT_CODES)."""

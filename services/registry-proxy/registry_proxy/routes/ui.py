@@ -67,7 +67,7 @@ async def plot(ctx: Ctx, request: Request, name: Annotated[str, Path(max_length=
         if found is None:
             raise NotFound(f"version {version} of model {name!r} has no confusion matrix or residual plot in its "
                            "MLflow run")
-        return found[1]
+        return found
 
     return Response(await run_in_threadpool(read), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=300"})
